@@ -1,0 +1,480 @@
+//! Broker settings: what they are, their defaults and bounds, and how they are loaded.
+//!
+//! Precedence, highest first: command-line flag, `CIRRUS_*` environment variable, the
+//! TOML file given by `--config`, the built-in default. Settings are validated once at
+//! start-up ([`Settings::validate`]); an illegal value or combination stops the broker
+//! with a message that names the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// When a produce request is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    #[default]
+    /// After the local WAL has fsynced the batch (an object upload follows within
+    /// `flush_interval`). Losing the broker's volume loses the unflushed tail.
+    Local,
+    /// After the object holding the batch is in the bucket and committed: nothing
+    /// acknowledged depends on this machine, at the cost of `flush_interval` + one PUT
+    /// of produce latency.
+    Object,
+}
+
+impl Durability {
+    /// The value as written in configs (`local` or `object`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Local => "local",
+            Durability::Object => "object",
+        }
+    }
+}
+
+impl FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(Durability::Local),
+            "object" => Ok(Durability::Object),
+            other => Err(format!(
+                "'{other}' is not a durability (expected local or object)"
+            )),
+        }
+    }
+}
+
+/// A byte size given as an integer or with a unit (`8MiB`, `512KiB`, `1GB`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ByteSizeRepr", into = "u64")]
+pub struct ByteSize(pub u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ByteSizeRepr {
+    Int(u64),
+    Text(String),
+}
+
+impl TryFrom<ByteSizeRepr> for ByteSize {
+    type Error = String;
+    fn try_from(r: ByteSizeRepr) -> Result<Self, String> {
+        match r {
+            ByteSizeRepr::Int(n) => Ok(ByteSize(n)),
+            ByteSizeRepr::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl From<ByteSize> for u64 {
+    fn from(b: ByteSize) -> u64 {
+        b.0
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("'{s}' is not a byte size (examples: 1048576, 512KiB, 8MiB)"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "K" | "k" => 1 << 10,
+            "MiB" | "M" => 1 << 20,
+            "GiB" | "G" => 1 << 30,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            other => {
+                return Err(format!(
+                    "'{other}' is not a byte unit in '{s}' (use B, KiB, MiB, GiB, KB, MB, GB)"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("'{s}' is too large"))
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration (examples: 250ms, 2s): {e}"))
+}
+
+/// Settings of the `cirrus` broker. Every field is a flag, a `CIRRUS_*` variable and a
+/// key of the `--config` TOML file (snake_case).
+#[derive(Args, Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SettingsArgs {
+    /// Address the Kafka listener binds. [default: 127.0.0.1:9092]
+    #[arg(long, env = "CIRRUS_KAFKA_LISTEN")]
+    pub kafka_listen: Option<SocketAddr>,
+    /// host:port that clients are told to connect to (Metadata). [default: the listen address]
+    #[arg(long, env = "CIRRUS_ADVERTISED_ADDRESS")]
+    pub advertised_address: Option<String>,
+    /// Directory of the WAL, the embedded metadata store and the default object store. [default: ./cirrus-data]
+    #[arg(long, env = "CIRRUS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where data objects go: file:///abs/path, s3://bucket/prefix, memory://. S3 endpoint and
+    /// credentials come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ALLOW_HTTP or the --s3-* flags. [default: file://<data-dir>/objects]
+    #[arg(long, env = "CIRRUS_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// S3 endpoint URL (overrides AWS_ENDPOINT_URL), for MinIO, SeaweedFS and other S3-compatible servers.
+    #[arg(long, env = "CIRRUS_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (overrides AWS_REGION). [default: us-east-1]
+    #[arg(long, env = "CIRRUS_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Allow plain-http S3 endpoints (overrides AWS_ALLOW_HTTP).
+    #[arg(long, env = "CIRRUS_S3_ALLOW_HTTP")]
+    pub s3_allow_http: Option<bool>,
+    /// Default acknowledgement point for new topics (topic config `cirrus.durability`). [default: local]
+    #[arg(long, env = "CIRRUS_DURABILITY")]
+    pub durability: Option<Durability>,
+    /// Longest time received data waits before it is sealed into an object and uploaded.
+    /// Shorter: lower durability=object latency, more PUTs (one per interval per broker at low load). [default: 250ms]
+    #[arg(long, env = "CIRRUS_FLUSH_INTERVAL", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Option<Duration>,
+    /// An object is sealed once it holds this many bytes. Larger: fewer PUTs, more memory. Minimum 64KiB. [default: 8MiB]
+    #[arg(long, env = "CIRRUS_OBJECT_TARGET_BYTES")]
+    pub object_target_bytes: Option<ByteSize>,
+    /// HTTP listener for /livez and /readyz. [default: 127.0.0.1:9644]
+    #[arg(long, env = "CIRRUS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Create unknown topics on Metadata and Produce requests, as Kafka's auto.create.topics.enable. [default: true]
+    #[arg(long, env = "CIRRUS_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics and of CreateTopics requests that give -1. [default: 1]
+    #[arg(long, env = "CIRRUS_DEFAULT_PARTITIONS")]
+    pub default_partitions: Option<i32>,
+    /// Largest record batch accepted (Kafka's message.max.bytes; topic config max.message.bytes). [default: 1048588]
+    #[arg(long, env = "CIRRUS_MESSAGE_MAX_BYTES")]
+    pub message_max_bytes: Option<ByteSize>,
+    /// Node id of this broker in Metadata responses. [default: 0]
+    #[arg(long, env = "CIRRUS_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Produce waits (backpressure) when the WAL holds this many bytes not yet in the bucket. [default: 1GiB]
+    #[arg(long, env = "CIRRUS_WAL_MAX_BYTES")]
+    pub wal_max_bytes: Option<ByteSize>,
+    /// Bytes of recent data kept in memory per broker so consumers at the head never touch the bucket. [default: 256MiB]
+    #[arg(long, env = "CIRRUS_TAIL_CACHE_BYTES")]
+    pub tail_cache_bytes: Option<ByteSize>,
+    /// Bytes of object runs cached in memory for reads behind the tail. [default: 256MiB]
+    #[arg(long, env = "CIRRUS_READ_CACHE_BYTES")]
+    pub read_cache_bytes: Option<ByteSize>,
+    /// Most simultaneous client connections. [default: 10000]
+    #[arg(long, env = "CIRRUS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Largest request frame accepted; larger frames close the connection. [default: 100MiB]
+    #[arg(long, env = "CIRRUS_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<ByteSize>,
+    /// How long a graceful shutdown may take to upload what the WAL holds. [default: 30s]
+    #[arg(long, env = "CIRRUS_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Option<Duration>,
+    /// Log format: text or json. [default: text]
+    #[arg(long, env = "CIRRUS_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// Validated, complete settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub kafka_listen: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub data_dir: PathBuf,
+    pub object_store: String,
+    pub s3: cirrus_storage::S3Options,
+    pub durability: Durability,
+    pub flush_interval: Duration,
+    pub object_target_bytes: u64,
+    pub metrics_listen: SocketAddr,
+    pub auto_create_topics: bool,
+    pub default_partitions: i32,
+    pub message_max_bytes: u64,
+    pub node_id: i32,
+    pub wal_max_bytes: u64,
+    pub tail_cache_bytes: u64,
+    pub read_cache_bytes: u64,
+    pub max_connections: usize,
+    pub max_request_bytes: u64,
+    pub shutdown_timeout: Duration,
+    pub log_json: bool,
+}
+
+/// A setting that is missing, malformed or out of bounds.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("setting {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+fn invalid(name: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        message: message.into(),
+    }
+}
+
+impl SettingsArgs {
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Fills every unset field of `self` from `lower`.
+    pub fn or(self, lower: SettingsArgs) -> SettingsArgs {
+        macro_rules! pick {
+            ($($f:ident),*) => { SettingsArgs { $($f: self.$f.or(lower.$f)),* } };
+        }
+        pick!(
+            kafka_listen,
+            advertised_address,
+            data_dir,
+            object_store,
+            s3_endpoint,
+            s3_region,
+            s3_allow_http,
+            durability,
+            flush_interval,
+            object_target_bytes,
+            metrics_listen,
+            auto_create_topics,
+            default_partitions,
+            message_max_bytes,
+            node_id,
+            wal_max_bytes,
+            tail_cache_bytes,
+            read_cache_bytes,
+            max_connections,
+            max_request_bytes,
+            shutdown_timeout,
+            log_format
+        )
+    }
+
+    /// Applies defaults and checks bounds.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let kafka_listen = self
+            .kafka_listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
+        let advertised = self
+            .advertised_address
+            .unwrap_or_else(|| kafka_listen.to_string());
+        let (host, port) = advertised.rsplit_once(':').ok_or_else(|| {
+            invalid(
+                "advertised_address",
+                format!("'{advertised}' is not host:port"),
+            )
+        })?;
+        let advertised_port: i32 = port
+            .parse()
+            .ok()
+            .filter(|p| (1..=65535).contains(p))
+            .ok_or_else(|| {
+                invalid(
+                    "advertised_address",
+                    format!("'{port}' is not a port in '{advertised}'"),
+                )
+            })?;
+        let advertised_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if advertised_host.is_empty() || advertised_host == "0.0.0.0" || advertised_host == "::" {
+            return Err(invalid(
+                "advertised_address",
+                format!(
+                    "'{advertised}' is not an address clients can connect to; set --advertised-address"
+                ),
+            ));
+        }
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("cirrus-data"));
+        let object_store = match self.object_store {
+            Some(url) => url,
+            None => {
+                let abs = std::path::absolute(data_dir.join("objects"))
+                    .map_err(|e| invalid("data_dir", format!("{}: {e}", data_dir.display())))?;
+                format!("file://{}", abs.display())
+            }
+        };
+        let flush_interval = self.flush_interval.unwrap_or(Duration::from_millis(250));
+        if flush_interval < Duration::from_millis(1) || flush_interval > Duration::from_secs(600) {
+            return Err(invalid("flush_interval", "must be between 1ms and 10m"));
+        }
+        let object_target_bytes = self.object_target_bytes.map_or(8 << 20, |b| b.0);
+        if !(64 << 10..=5 << 30).contains(&object_target_bytes) {
+            return Err(invalid(
+                "object_target_bytes",
+                "must be between 64KiB and 5GiB",
+            ));
+        }
+        let default_partitions = self.default_partitions.unwrap_or(1);
+        if !(1..=100_000).contains(&default_partitions) {
+            return Err(invalid(
+                "default_partitions",
+                "must be between 1 and 100000",
+            ));
+        }
+        let message_max_bytes = self.message_max_bytes.map_or(1_048_588, |b| b.0);
+        if !(1024..=1 << 30).contains(&message_max_bytes) {
+            return Err(invalid(
+                "message_max_bytes",
+                "must be between 1KiB and 1GiB",
+            ));
+        }
+        let max_request_bytes = self.max_request_bytes.map_or(100 << 20, |b| b.0);
+        if max_request_bytes < message_max_bytes + 1024 || max_request_bytes > i32::MAX as u64 {
+            return Err(invalid(
+                "max_request_bytes",
+                "must exceed message_max_bytes and stay below 2GiB",
+            ));
+        }
+        let wal_max_bytes = self.wal_max_bytes.map_or(1 << 30, |b| b.0);
+        if wal_max_bytes < 2 * object_target_bytes {
+            return Err(invalid(
+                "wal_max_bytes",
+                "must be at least twice object_target_bytes",
+            ));
+        }
+        let node_id = self.node_id.unwrap_or(0);
+        if node_id < 0 {
+            return Err(invalid("node_id", "must not be negative"));
+        }
+        let log_json = match self.log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "log_format",
+                    format!("'{other}' is not text or json"),
+                ));
+            }
+        };
+        let max_connections = self.max_connections.unwrap_or(10_000);
+        if max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        Ok(Settings {
+            kafka_listen,
+            advertised_host,
+            advertised_port,
+            data_dir,
+            object_store,
+            s3: cirrus_storage::S3Options {
+                endpoint: self.s3_endpoint,
+                region: self.s3_region,
+                allow_http: self.s3_allow_http,
+                ..Default::default()
+            },
+            durability: self.durability.unwrap_or(Durability::Local),
+            flush_interval,
+            object_target_bytes,
+            metrics_listen: self
+                .metrics_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9644))),
+            auto_create_topics: self.auto_create_topics.unwrap_or(true),
+            default_partitions,
+            message_max_bytes,
+            node_id,
+            wal_max_bytes,
+            tail_cache_bytes: self.tail_cache_bytes.map_or(256 << 20, |b| b.0),
+            read_cache_bytes: self.read_cache_bytes.map_or(256 << 20, |b| b.0),
+            max_connections,
+            max_request_bytes,
+            shutdown_timeout: self.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
+            log_json,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_parse_with_units() {
+        assert_eq!("8MiB".parse::<ByteSize>().unwrap().0, 8 << 20);
+        assert_eq!("1048576".parse::<ByteSize>().unwrap().0, 1 << 20);
+        assert_eq!("2GB".parse::<ByteSize>().unwrap().0, 2_000_000_000);
+        assert!("8 parsecs".parse::<ByteSize>().is_err());
+        assert!("".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let s = SettingsArgs::default().validate().unwrap();
+        assert_eq!(s.kafka_listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(s.advertised_port, 9092);
+        assert_eq!(s.flush_interval, Duration::from_millis(250));
+        assert_eq!(s.object_target_bytes, 8 << 20);
+        assert!(s.object_store.starts_with("file://"));
+        assert_eq!(s.durability, Durability::Local);
+    }
+
+    #[test]
+    fn file_values_lose_to_flags() {
+        let file: SettingsArgs = toml::from_str(
+            "flush_interval = \"1s\"\nobject_target_bytes = \"1MiB\"\ndurability = \"object\"\n",
+        )
+        .unwrap();
+        let flags = SettingsArgs {
+            flush_interval: Some(Duration::from_millis(50)),
+            ..Default::default()
+        };
+        let s = flags.or(file).validate().unwrap();
+        assert_eq!(s.flush_interval, Duration::from_millis(50));
+        assert_eq!(s.object_target_bytes, 1 << 20);
+        assert_eq!(s.durability, Durability::Object);
+    }
+
+    #[test]
+    fn invalid_settings_name_the_setting() {
+        let err = SettingsArgs {
+            object_target_bytes: Some(ByteSize(10)),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("object_target_bytes"), "{err}");
+        let err = toml::from_str::<SettingsArgs>("no_such_setting = 1").unwrap_err();
+        assert!(err.to_string().contains("no_such_setting"), "{err}");
+        let err = SettingsArgs {
+            advertised_address: Some("0.0.0.0:9092".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("advertised_address"), "{err}");
+    }
+}

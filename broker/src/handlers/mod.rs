@@ -1,0 +1,164 @@
+//! One handler per Kafka API. [`supported`] is the single list of what the broker
+//! implements: ApiVersions advertises exactly it, and anything else closes the
+//! connection, as Kafka does for APIs it does not know.
+
+mod admin;
+mod fetch;
+mod produce;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use crate::config::Settings;
+use crate::log::LogManager;
+use crate::server::{PendingResponse, decode_guarded, encode_response, ready};
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub struct Ctx {
+    pub settings: Arc<Settings>,
+    pub logs: Arc<LogManager>,
+}
+
+/// The versions this broker implements, per API (None: not implemented, not advertised).
+pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    Some(match key {
+        ApiKey::Produce => (3, 11),
+        ApiKey::Fetch => (4, 16),
+        ApiKey::ListOffsets => (1, 7),
+        ApiKey::Metadata => (0, 12),
+        ApiKey::ApiVersions => (0, 3),
+        ApiKey::CreateTopics => (2, 7),
+        ApiKey::DeleteTopics => (1, 6),
+        ApiKey::CreatePartitions => (0, 3),
+        ApiKey::DescribeConfigs => (1, 4),
+        ApiKey::DescribeCluster => (0, 1),
+        ApiKey::OffsetForLeaderEpoch => (2, 4),
+        ApiKey::InitProducerId => (0, 4),
+        _ => return None,
+    })
+}
+
+const ALL_KEYS: &[ApiKey] = &[
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::CreatePartitions,
+    ApiKey::DescribeConfigs,
+    ApiKey::DescribeCluster,
+    ApiKey::OffsetForLeaderEpoch,
+    ApiKey::InitProducerId,
+];
+
+fn api_keys() -> Vec<ApiVersion> {
+    ALL_KEYS
+        .iter()
+        .filter_map(|k| {
+            let (min, max) = supported(*k)?;
+            let crate_range = k.valid_versions();
+            Some(
+                ApiVersion::default()
+                    .with_api_key(*k as i16)
+                    .with_min_version(min.max(crate_range.min))
+                    .with_max_version(max.min(crate_range.max)),
+            )
+        })
+        .collect()
+}
+
+/// The answer to an ApiVersions request of a version we do not know (sent as v0).
+pub fn api_versions_unsupported() -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(ResponseError::UnsupportedVersion.code())
+        .with_api_keys(api_keys())
+}
+
+/// Decodes the body for `key`, runs its handler, and encodes the response.
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    key: ApiKey,
+    header: RequestHeader,
+    mut body: Bytes,
+) -> Result<PendingResponse, String> {
+    let v = header.request_api_version;
+    let cid = header.correlation_id;
+    macro_rules! decode {
+        ($t:ty) => {
+            decode_guarded(|| <$t>::decode(&mut body, v))
+                .map_err(|e| format!("{key:?} v{v}: {e}"))?
+        };
+    }
+    macro_rules! respond {
+        ($resp:expr) => {
+            Ok(ready(encode_response(key, v, cid, &$resp)))
+        };
+    }
+    match key {
+        ApiKey::ApiVersions => {
+            let _ = decode!(ApiVersionsRequest);
+            respond!(ApiVersionsResponse::default().with_api_keys(api_keys()))
+        }
+        ApiKey::Produce => {
+            let req = decode!(ProduceRequest);
+            Ok(produce::handle(ctx, v, cid, req).await)
+        }
+        ApiKey::Fetch => {
+            let req = decode!(FetchRequest);
+            respond!(fetch::handle(ctx, v, req).await)
+        }
+        ApiKey::ListOffsets => {
+            let req = decode!(ListOffsetsRequest);
+            respond!(fetch::list_offsets(ctx, req).await)
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let req = decode!(OffsetForLeaderEpochRequest);
+            respond!(fetch::offset_for_leader_epoch(ctx, req))
+        }
+        ApiKey::Metadata => {
+            let req = decode!(MetadataRequest);
+            respond!(admin::metadata(ctx, v, req).await)
+        }
+        ApiKey::CreateTopics => {
+            let req = decode!(CreateTopicsRequest);
+            respond!(admin::create_topics(ctx, req).await)
+        }
+        ApiKey::DeleteTopics => {
+            let req = decode!(DeleteTopicsRequest);
+            respond!(admin::delete_topics(ctx, v, req).await)
+        }
+        ApiKey::CreatePartitions => {
+            let req = decode!(CreatePartitionsRequest);
+            respond!(admin::create_partitions(ctx, req).await)
+        }
+        ApiKey::DescribeConfigs => {
+            let req = decode!(DescribeConfigsRequest);
+            respond!(admin::describe_configs(ctx, req))
+        }
+        ApiKey::DescribeCluster => {
+            let _ = decode!(DescribeClusterRequest);
+            respond!(admin::describe_cluster(ctx))
+        }
+        ApiKey::InitProducerId => {
+            let req = decode!(InitProducerIdRequest);
+            respond!(admin::init_producer_id(ctx, req).await)
+        }
+        other => Err(format!("api {other:?} is not supported")),
+    }
+}
+
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+pub(crate) fn topic_name(s: &str) -> TopicName {
+    TopicName(str_bytes(s))
+}

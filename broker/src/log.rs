@@ -1,0 +1,1000 @@
+//! The log manager: every topic and partition this broker serves, the produce and fetch
+//! paths over them, start-up recovery, and the upload/commit pipeline.
+//!
+//! Start-up order: metadata (topics, the index checkpoint and the object records after
+//! it) rebuilds each partition's committed runs, offsets and producer state; then the
+//! WAL is replayed for what was acknowledged but not yet committed; the replayed records
+//! are pushed to the uploader, so they reach the bucket at the first flush.
+//!
+//! WAL data record payload (kind [`WAL_KIND_BATCH`] = 1, stable):
+//! ```text
+//! payload = { u8 format (=1) | u64 stream_id (BE) | i32 leader_epoch (BE) | record batch v2 bytes (base offset assigned) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use cirrus_controller::{Metadata, ObjectRecord, TopicRecord};
+use cirrus_storage::ObjectStorage;
+use cirrus_wal::{Lsn, Wal, WalRecord};
+use tokio::sync::{mpsc, watch};
+
+use crate::batch::{self, BatchHeader, ProducedBatch};
+use crate::config::{Durability, Settings};
+use crate::error::{BrokerError, Result};
+use crate::partition::{Partition, ProducerBatch, ReadPlan, RunLocation, SequenceCheck};
+use crate::read_cache::RunCache;
+use crate::topic_config;
+use crate::uploader::{MAX_UPLOADS_IN_FLIGHT, SealedObject, Uploader};
+
+/// WAL record kind of a produced batch. Stable: persisted in WAL segments.
+pub const WAL_KIND_BATCH: u8 = 1;
+const WAL_BATCH_FORMAT: u8 = 1;
+const WAL_BATCH_HEADER: usize = 1 + 8 + 4;
+
+/// Objects committed between two index checkpoints.
+pub const CHECKPOINT_EVERY_OBJECTS: u64 = 256;
+
+/// A topic as this broker serves it.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: Arc<str>,
+    pub id: uuid::Uuid,
+    pub partitions: Vec<Arc<Partition>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// An append whose offsets are assigned and whose WAL write is under way.
+#[derive(Debug, Default)]
+pub struct AppendTicket {
+    pending: Vec<(cirrus_wal::Submitted, i64)>,
+    first_base: Option<i64>,
+    end: i64,
+    has_duplicates: bool,
+    durability: Durability,
+    log_start_offset: i64,
+}
+
+/// Result of appending one partition's batches.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct LogManager {
+    pub settings: Arc<Settings>,
+    pub meta: Metadata,
+    pub storage: ObjectStorage,
+    pub wal: Wal,
+    pub uploader: Arc<Uploader>,
+    pub cluster_id: String,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    streams: RwLock<HashMap<u64, Arc<Partition>>>,
+    /// Bumped whenever a high watermark moves; long-polling fetches wait on it.
+    data_version: watch::Sender<u64>,
+    producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
+    read_cache: RunCache,
+    /// Every object record that is live (since the start of the index), for checkpoints.
+    live_objects: std::sync::Mutex<Vec<ObjectRecord>>,
+    last_checkpoint_seq: std::sync::Mutex<u64>,
+}
+
+impl LogManager {
+    /// Loads metadata, rebuilds every partition and replays the WAL.
+    pub async fn open(
+        settings: Arc<Settings>,
+        meta: Metadata,
+        storage: ObjectStorage,
+        wal: Wal,
+        recovered: Vec<WalRecord>,
+        writer: String,
+    ) -> anyhow::Result<Arc<LogManager>> {
+        let cluster = meta.init_cluster().await?;
+        let checkpoint = meta.get_checkpoint().await?;
+        let mut objects: Vec<ObjectRecord> = Vec::new();
+        let mut after_seq = 0;
+        if let Some((cp, _)) = &checkpoint {
+            let blob = storage
+                .get_bytes(&object_store::path::Path::from(cp.key.as_str()))
+                .await?;
+            let mut from_cp: Vec<ObjectRecord> = serde_json::from_slice(&blob)
+                .map_err(|e| anyhow::anyhow!("index checkpoint {} is corrupt: {e}", cp.key))?;
+            objects.append(&mut from_cp);
+            after_seq = cp.through_seq;
+        }
+        objects.extend(meta.list_objects_after(after_seq).await?);
+        let next_seq = objects
+            .last()
+            .map_or(after_seq, |o| o.seq)
+            .max(meta.last_object_seq().await?)
+            + 1;
+        let uploader = Arc::new(Uploader::new(
+            settings.object_target_bytes,
+            settings.flush_interval,
+            writer,
+            next_seq,
+        ));
+        let manager = Arc::new(LogManager {
+            read_cache: RunCache::new(settings.read_cache_bytes),
+            settings,
+            meta,
+            storage,
+            wal,
+            uploader,
+            cluster_id: cluster.cluster_id,
+            topics: RwLock::new(HashMap::new()),
+            streams: RwLock::new(HashMap::new()),
+            data_version: watch::channel(0).0,
+            producer_ids: tokio::sync::Mutex::new(0..0),
+            live_objects: std::sync::Mutex::new(Vec::new()),
+            last_checkpoint_seq: std::sync::Mutex::new(after_seq),
+        });
+        for record in manager.meta.list_topics().await? {
+            manager.install_topic(&record);
+        }
+        for object in &objects {
+            manager.apply_object(object);
+        }
+        *lock(&manager.live_objects) = objects;
+        let replayed = manager.replay_wal(recovered)?;
+        // Records that needed no upload (already committed) can leave the WAL now.
+        manager.wal.trim(Lsn(manager.uploader.trim_point()))?;
+        tracing::info!(
+            topics = manager.topic_names().len(),
+            replayed_wal_records = replayed,
+            "log manager ready"
+        );
+        Ok(manager)
+    }
+
+    fn install_topic(&self, record: &TopicRecord) -> Arc<Topic> {
+        let name: Arc<str> = Arc::from(record.name.as_str());
+        let durability = topic_config::durability(&record.configs, self.settings.durability);
+        let max_bytes =
+            topic_config::max_message_bytes(&record.configs, self.settings.message_max_bytes);
+        let existing = self.get_topic(&record.name);
+        let partitions: Vec<Arc<Partition>> = record
+            .partitions
+            .iter()
+            .map(|p| {
+                if let Some(existing) = existing
+                    .as_ref()
+                    .and_then(|t| t.partitions.get(p.index as usize))
+                {
+                    return existing.clone();
+                }
+                Arc::new(Partition::new(
+                    name.clone(),
+                    record.topic_id,
+                    p.index,
+                    p.stream_id,
+                    p.leader_epoch,
+                    p.log_start_offset,
+                    durability,
+                    max_bytes,
+                ))
+            })
+            .collect();
+        for p in &partitions {
+            let mut st = p.lock();
+            st.durability = durability;
+            st.max_message_bytes = max_bytes;
+        }
+        let topic = Arc::new(Topic {
+            name,
+            id: record.topic_id,
+            partitions: partitions.clone(),
+            configs: record.configs.clone(),
+        });
+        {
+            let mut streams = write(&self.streams);
+            for p in &partitions {
+                streams.insert(p.stream_id, p.clone());
+            }
+        }
+        write(&self.topics).insert(record.name.clone(), topic.clone());
+        topic
+    }
+
+    /// Applies a committed object's runs to the partitions (at start-up and after a commit).
+    fn apply_object(&self, object: &ObjectRecord) {
+        let key = Arc::new(object_store::path::Path::from(object.key.as_str()));
+        let streams = read(&self.streams);
+        let mut moved = false;
+        for run in &object.runs {
+            let Some(p) = streams.get(&run.stream_id) else {
+                continue;
+            };
+            let mut st = p.lock();
+            st.add_run(RunLocation {
+                key: key.clone(),
+                position: run.position,
+                length: run.length,
+                first_offset: run.first_offset,
+                last_offset: run.last_offset,
+                max_timestamp: run.max_timestamp,
+            });
+            for pr in &run.producers {
+                st.record_producer_batch(
+                    pr.producer_id,
+                    pr.producer_epoch,
+                    ProducerBatch {
+                        first_sequence: pr.first_sequence,
+                        last_sequence: pr.last_sequence,
+                        last_offset: pr.last_offset,
+                        timestamp: pr.last_timestamp,
+                    },
+                );
+            }
+            if st.advance_high_watermark(run.last_offset + 1) {
+                moved = true;
+            }
+            let budget = self.tail_budget_per_partition(streams.len());
+            st.evict_tail(budget);
+        }
+        if moved {
+            self.bump_data_version();
+        }
+    }
+
+    fn tail_budget_per_partition(&self, partitions: usize) -> u64 {
+        (self.settings.tail_cache_bytes / partitions.max(1) as u64).max(1 << 20)
+    }
+
+    /// Re-applies WAL records that are not yet committed; returns how many.
+    fn replay_wal(&self, records: Vec<WalRecord>) -> anyhow::Result<usize> {
+        let mut replayed = 0;
+        let streams = read(&self.streams);
+        for record in records {
+            if record.kind != WAL_KIND_BATCH {
+                anyhow::bail!(
+                    "WAL record {} has unknown kind {}",
+                    record.lsn.0,
+                    record.kind
+                );
+            }
+            let (stream_id, leader_epoch, bytes) = decode_wal_batch(&record.payload)
+                .ok_or_else(|| anyhow::anyhow!("WAL record {} is malformed", record.lsn.0))?;
+            let header = BatchHeader::parse(&bytes).map_err(|e| {
+                anyhow::anyhow!("WAL record {} holds a bad batch: {e}", record.lsn.0)
+            })?;
+            let Some(p) = streams.get(&stream_id) else {
+                // Topic deleted since: nothing to recover, but the LSN must still be
+                // accounted for so the WAL can be trimmed past it.
+                self.uploader.push_skipped(record.lsn.0);
+                continue;
+            };
+            let mut st = p.lock();
+            if header.last_offset() < st.next_offset {
+                self.uploader.push_skipped(record.lsn.0);
+                continue; // already committed in an object
+            }
+            if header.base_offset != st.next_offset {
+                anyhow::bail!(
+                    "WAL record {} for {}-{} starts at offset {} but the log ends at {}",
+                    record.lsn.0,
+                    p.topic,
+                    p.index,
+                    header.base_offset,
+                    st.next_offset
+                );
+            }
+            if header.is_idempotent() {
+                st.record_producer_batch(
+                    header.producer_id,
+                    header.producer_epoch,
+                    ProducerBatch {
+                        first_sequence: header.base_sequence,
+                        last_sequence: header.last_sequence(),
+                        last_offset: header.last_offset(),
+                        timestamp: header.max_timestamp,
+                    },
+                );
+            }
+            st.push_tail(&header, bytes.clone());
+            // It was durable in the WAL, so it is acknowledged data (durability=local);
+            // for durability=object it becomes visible once committed.
+            if st.durability == Durability::Local {
+                st.advance_high_watermark(header.last_offset() + 1);
+            }
+            self.uploader
+                .push(record.lsn.0, stream_id, leader_epoch, &header, bytes);
+            replayed += 1;
+        }
+        Ok(replayed)
+    }
+
+    pub fn bump_data_version(&self) {
+        self.data_version.send_modify(|v| *v += 1);
+    }
+
+    pub fn subscribe_data(&self) -> watch::Receiver<u64> {
+        self.data_version.subscribe()
+    }
+
+    pub fn get_topic(&self, name: &str) -> Option<Arc<Topic>> {
+        read(&self.topics).get(name).cloned()
+    }
+
+    pub fn get_topic_by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        read(&self.topics).values().find(|t| t.id == id).cloned()
+    }
+
+    pub fn topic_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = read(&self.topics).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>> {
+        self.get_topic(topic)
+            .and_then(|t| {
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i).cloned())
+            })
+            .ok_or(BrokerError::UnknownTopicOrPartition)
+    }
+
+    /// Creates a topic (validating its configs) and starts serving it.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>> {
+        if !(1..=100_000).contains(&partitions) {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "{partitions} partitions requested; 1 to 100000 allowed"
+            )));
+        }
+        topic_config::validate(&configs)?;
+        cirrus_controller::validate_topic_name(name).map_err(BrokerError::from)?;
+        if validate_only {
+            if self.get_topic(name).is_some() {
+                return Err(BrokerError::TopicAlreadyExists);
+            }
+            return Ok(Arc::new(Topic {
+                name: Arc::from(name),
+                id: uuid::Uuid::nil(),
+                partitions: vec![],
+                configs,
+            }));
+        }
+        let record = self.meta.create_topic(name, partitions, configs).await?;
+        Ok(self.install_topic(&record))
+    }
+
+    /// The topic, auto-created when allowed.
+    pub async fn get_or_create_topic(
+        &self,
+        name: &str,
+        allow_auto_create: bool,
+    ) -> Result<Arc<Topic>> {
+        if let Some(t) = self.get_topic(name) {
+            return Ok(t);
+        }
+        if !(allow_auto_create && self.settings.auto_create_topics) {
+            return Err(BrokerError::UnknownTopicOrPartition);
+        }
+        match self
+            .create_topic(
+                name,
+                self.settings.default_partitions,
+                BTreeMap::new(),
+                false,
+            )
+            .await
+        {
+            Ok(t) => Ok(t),
+            // Another request created it at the same time.
+            Err(BrokerError::TopicAlreadyExists) => self.reload_topic(name).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn reload_topic(&self, name: &str) -> Result<Arc<Topic>> {
+        if let Some(t) = self.get_topic(name) {
+            return Ok(t);
+        }
+        let record = self
+            .meta
+            .get_topic(name)
+            .await?
+            .ok_or(BrokerError::UnknownTopicOrPartition)?;
+        Ok(self.install_topic(&record))
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<uuid::Uuid> {
+        let record = self.meta.delete_topic(name).await?;
+        let removed = write(&self.topics).remove(name);
+        if let Some(t) = removed {
+            let mut streams = write(&self.streams);
+            for p in &t.partitions {
+                streams.remove(&p.stream_id);
+                p.lock().deleted = true;
+            }
+        }
+        self.bump_data_version();
+        Ok(record.topic_id)
+    }
+
+    pub async fn add_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<()> {
+        let topic = self
+            .get_topic(name)
+            .ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let current = topic.partitions.len() as i32;
+        if total <= current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "topic {name} has {current} partitions; the new count must be larger, not {total}"
+            )));
+        }
+        if total > 100_000 {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "{total} partitions requested; at most 100000"
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let record = self.meta.add_partitions(name, total).await?;
+        self.install_topic(&record);
+        Ok(())
+    }
+
+    pub async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<()> {
+        topic_config::validate(&configs)?;
+        let record = self.meta.set_topic_configs(name, configs).await?;
+        self.install_topic(&record);
+        Ok(())
+    }
+
+    /// First half of an append, run in request order: waits for WAL space, then under
+    /// the partition lock checks idempotence, assigns offsets, submits to the WAL and
+    /// hands the batches to the uploader. Nothing is visible to consumers yet.
+    pub async fn append_start(
+        &self,
+        partition: &Partition,
+        batches: Vec<ProducedBatch>,
+    ) -> Result<AppendTicket> {
+        let bytes: u64 = batches.iter().map(|b| b.bytes.len() as u64).sum();
+        self.wal.wait_for_space(bytes).await?;
+        let mut ticket = AppendTicket {
+            pending: Vec::with_capacity(batches.len()),
+            ..AppendTicket::default()
+        };
+        let mut st = partition.lock();
+        if st.deleted {
+            return Err(BrokerError::UnknownTopicOrPartition);
+        }
+        for b in &batches {
+            if b.bytes.len() > st.max_message_bytes {
+                return Err(BrokerError::Batch(crate::batch::BatchError::TooLarge {
+                    size: b.bytes.len(),
+                    limit: st.max_message_bytes,
+                }));
+            }
+        }
+        // Idempotence: check every batch before changing anything.
+        let mut checks = Vec::with_capacity(batches.len());
+        for b in &batches {
+            checks.push(st.check_sequence(&b.header)?);
+        }
+        let epoch = st.leader_epoch;
+        for (b, check) in batches.iter().zip(checks) {
+            if let SequenceCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } = check
+            {
+                ticket.first_base.get_or_insert(base_offset);
+                ticket.end = ticket.end.max(last_offset + 1);
+                ticket.has_duplicates = true;
+                continue;
+            }
+            let base = st.next_offset;
+            let assigned = batch::assign(&b.bytes, base, epoch);
+            let header = BatchHeader {
+                base_offset: base,
+                ..b.header
+            };
+            let submitted = self.wal.submit(
+                WAL_KIND_BATCH,
+                encode_wal_batch(partition.stream_id, epoch, &assigned),
+            )?;
+            if header.is_idempotent() {
+                st.record_producer_batch(
+                    header.producer_id,
+                    header.producer_epoch,
+                    ProducerBatch {
+                        first_sequence: header.base_sequence,
+                        last_sequence: header.last_sequence(),
+                        last_offset: header.last_offset(),
+                        timestamp: header.max_timestamp,
+                    },
+                );
+            }
+            st.push_tail(&header, assigned.clone());
+            self.uploader.push(
+                submitted.lsn().0,
+                partition.stream_id,
+                epoch,
+                &header,
+                assigned,
+            );
+            ticket.first_base.get_or_insert(base);
+            ticket.pending.push((submitted, header.last_offset() + 1));
+        }
+        ticket.durability = st.durability;
+        ticket.log_start_offset = st.log_start_offset;
+        Ok(ticket)
+    }
+
+    /// Second half of an append: waits until the batches are acknowledged per the
+    /// partition's durability (WAL fsync, or object commit) and visible to consumers.
+    pub async fn append_finish(
+        &self,
+        partition: &Partition,
+        ticket: AppendTicket,
+    ) -> Result<AppendResult> {
+        let mut end = ticket.end;
+        let mut last_lsn = Lsn(0);
+        for (submitted, batch_end) in ticket.pending {
+            last_lsn = submitted.durable().await?;
+            end = end.max(batch_end);
+            if ticket.durability == Durability::Local
+                && partition.lock().advance_high_watermark(batch_end)
+            {
+                self.bump_data_version();
+            }
+        }
+        if ticket.durability == Durability::Object
+            && last_lsn.0 > 0
+            && !self.uploader.wait_committed(last_lsn.0).await
+        {
+            return Err(BrokerError::ShuttingDown);
+        }
+        if ticket.has_duplicates || ticket.durability == Durability::Object {
+            self.wait_visible(partition, end).await?;
+        }
+        Ok(AppendResult {
+            base_offset: ticket.first_base.unwrap_or(-1),
+            log_start_offset: ticket.log_start_offset,
+        })
+    }
+
+    /// Waits until the partition's high watermark reaches `end`.
+    async fn wait_visible(&self, partition: &Partition, end: i64) -> Result<()> {
+        let mut rx = self.subscribe_data();
+        loop {
+            if partition.lock().high_watermark >= end {
+                return Ok(());
+            }
+            if rx.changed().await.is_err() {
+                return Err(BrokerError::ShuttingDown);
+            }
+        }
+    }
+
+    /// Reads batches of a partition at `offset`, up to about `max_bytes` (at least one
+    /// whole batch). Returns (records, high watermark, log start offset).
+    pub async fn read(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        max_bytes: usize,
+        leader_epoch: i32,
+    ) -> Result<(Bytes, i64, i64)> {
+        let (plan, hwm, start) = {
+            let st = partition.lock();
+            if st.deleted {
+                return Err(BrokerError::UnknownTopicOrPartition);
+            }
+            st.check_epoch(leader_epoch)?;
+            (
+                st.plan_read(offset, max_bytes)?,
+                st.high_watermark,
+                st.log_start_offset,
+            )
+        };
+        let records = match plan {
+            ReadPlan::Empty => Bytes::new(),
+            ReadPlan::Tail(batches) => concat(batches),
+            ReadPlan::Object(run) => {
+                let data = self.read_cache.get_or_load(&self.storage, &run).await?;
+                slice_batches(&data, offset, hwm, max_bytes)
+            }
+        };
+        Ok((records, hwm, start))
+    }
+
+    /// ListOffsets by timestamp: the first offset whose record timestamp is >= `ts`,
+    /// with that record's timestamp; None if there is none.
+    pub async fn offset_for_timestamp(
+        &self,
+        partition: &Partition,
+        ts: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let (run, tail, hwm, start) = {
+            let st = partition.lock();
+            (
+                st.first_run_at_or_after_time(ts),
+                st.tail_batches_from(st.log_start_offset),
+                st.high_watermark,
+                st.log_start_offset,
+            )
+        };
+        if let Some(run) = run {
+            let data = self.read_cache.get_or_load(&self.storage, &run).await?;
+            if let Some(found) =
+                find_timestamp(batch::iter_batches(&data).map(|(_, b)| b), ts, start, hwm)
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(find_timestamp(tail.into_iter(), ts, start, hwm))
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: the offset and timestamp of the first record carrying
+    /// the partition's largest timestamp.
+    pub async fn max_timestamp_offset(&self, partition: &Partition) -> Result<Option<(i64, i64)>> {
+        let (best_run, tail, hwm, start) = {
+            let st = partition.lock();
+            let best_run = st
+                .runs
+                .values()
+                .filter(|r| r.last_offset >= st.log_start_offset)
+                .fold(None::<RunLocation>, |best, r| match best {
+                    Some(b) if b.max_timestamp >= r.max_timestamp => Some(b),
+                    _ => Some(r.clone()),
+                });
+            (
+                best_run,
+                st.tail_batches_from(st.committed_end.max(st.log_start_offset)),
+                st.high_watermark,
+                st.log_start_offset,
+            )
+        };
+        let tail_max = tail
+            .iter()
+            .filter_map(|b| BatchHeader::parse(b).ok())
+            .filter(|h| h.base_offset < hwm)
+            .map(|h| h.max_timestamp)
+            .max();
+        match (best_run, tail_max) {
+            (Some(run), t) if t.is_none_or(|t| run.max_timestamp >= t) => {
+                let data = self.read_cache.get_or_load(&self.storage, &run).await?;
+                Ok(find_timestamp(
+                    batch::iter_batches(&data).map(|(_, b)| b),
+                    run.max_timestamp,
+                    start,
+                    hwm,
+                ))
+            }
+            (_, Some(t)) => Ok(find_timestamp(tail.into_iter(), t, start, hwm)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Allocates a producer id for an idempotent producer.
+    pub async fn next_producer_id(&self) -> Result<i64> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.is_empty() {
+            *ids = self.meta.allocate_producer_ids(1000).await?;
+        }
+        let id = ids.start;
+        ids.start += 1;
+        Ok(id)
+    }
+
+    /// Spawns the sealer and the upload/commit pipeline; returns their handles.
+    pub fn start_pipeline(
+        self: &Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let (sealed_tx, sealed_rx) = mpsc::channel::<SealedObject>(1);
+        let (upload_tx, upload_rx) = mpsc::channel(MAX_UPLOADS_IN_FLIGHT);
+        let sealer = tokio::spawn(self.uploader.clone().run_sealer(sealed_tx, shutdown));
+        let me = self.clone();
+        let uploads = tokio::spawn(async move { me.run_uploads(sealed_rx, upload_tx).await });
+        let me = self.clone();
+        let commits = tokio::spawn(async move { me.run_commits(upload_rx).await });
+        vec![sealer, uploads, commits]
+    }
+
+    /// Starts each sealed object's upload at once (bounded by the channel to the committer).
+    async fn run_uploads(
+        self: Arc<Self>,
+        mut sealed_rx: mpsc::Receiver<SealedObject>,
+        upload_tx: mpsc::Sender<(SealedObject, tokio::task::JoinHandle<()>)>,
+    ) {
+        while let Some(sealed) = sealed_rx.recv().await {
+            let storage = self.storage.clone();
+            let key = sealed.key.clone();
+            let object = sealed.object.clone();
+            let handle = tokio::spawn(async move {
+                retry_forever("upload object", || {
+                    let (storage, key, object) = (storage.clone(), key.clone(), object.clone());
+                    async move { storage.put_object(&key, &object).await }
+                })
+                .await;
+            });
+            if upload_tx.send((sealed, handle)).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Commits uploaded objects in seal order, applies them and trims the WAL.
+    async fn run_commits(
+        self: Arc<Self>,
+        mut upload_rx: mpsc::Receiver<(SealedObject, tokio::task::JoinHandle<()>)>,
+    ) {
+        while let Some((sealed, upload)) = upload_rx.recv().await {
+            if upload.await.is_err() {
+                tracing::error!(key = %sealed.key, "upload task panicked; stopping the commit pipeline");
+                return;
+            }
+            let record = ObjectRecord {
+                seq: sealed.seq,
+                key: sealed.key.to_string(),
+                size: sealed.object.size,
+                writer: self.uploader_writer(),
+                committed_ms: now_ms(),
+                runs: sealed.run_records(),
+            };
+            retry_forever("commit object", || {
+                let (meta, record) = (self.meta.clone(), record.clone());
+                async move { meta.commit_object(record, None).await }
+            })
+            .await;
+            self.apply_object(&record);
+            lock(&self.live_objects).push(record);
+            let through = self.uploader.mark_committed(&sealed);
+            if let Err(e) = self.wal.trim(Lsn(through)) {
+                tracing::warn!(error = %e, "WAL trim failed; will retry at the next commit");
+            }
+            tracing::debug!(key = %sealed.key, size = sealed.object.size, runs = sealed.object.index.len(), "object committed");
+            if sealed.seq >= *lock(&self.last_checkpoint_seq) + CHECKPOINT_EVERY_OBJECTS {
+                if let Err(e) = self.write_checkpoint(sealed.seq).await {
+                    tracing::warn!(error = %e, "index checkpoint failed; will retry later");
+                }
+            }
+        }
+    }
+
+    fn uploader_writer(&self) -> String {
+        self.uploader.writer().to_string()
+    }
+
+    /// Writes every live object record into one blob in the bucket and replaces the
+    /// object records in the metadata store by a pointer to it.
+    async fn write_checkpoint(&self, through_seq: u64) -> anyhow::Result<()> {
+        let objects: Vec<ObjectRecord> = lock(&self.live_objects)
+            .iter()
+            .filter(|o| o.seq <= through_seq)
+            .cloned()
+            .collect();
+        let blob = serde_json::to_vec(&objects)?;
+        let key =
+            object_store::path::Path::from(format!("index/checkpoint-{through_seq:020}.json"));
+        self.storage.put_bytes(&key, Bytes::from(blob)).await?;
+        let previous = self.meta.get_checkpoint().await?;
+        self.meta
+            .commit_checkpoint(
+                cirrus_controller::CheckpointRecord {
+                    through_seq,
+                    key: key.to_string(),
+                    written_ms: now_ms(),
+                },
+                previous.as_ref().map(|(_, version)| *version),
+            )
+            .await?;
+        *lock(&self.last_checkpoint_seq) = through_seq;
+        if let Some((prev, _)) = previous {
+            // Readers load the checkpoint named in metadata; the old blob is no longer referenced.
+            let _ = self
+                .storage
+                .delete(&object_store::path::Path::from(prev.key.as_str()))
+                .await;
+        }
+        tracing::info!(
+            through_seq,
+            objects = objects.len(),
+            "index checkpoint written"
+        );
+        Ok(())
+    }
+
+    /// Waits (bounded) until everything pushed to the uploader is committed.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.uploader.is_drained() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}
+
+/// Retries an operation against the bucket or the metadata store with capped
+/// exponential backoff until it succeeds: the data is safe in the WAL meanwhile, and
+/// produce slows down through WAL backpressure.
+async fn retry_forever<T, E: std::fmt::Display, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 0u32;
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(attempt, error = %e, "{what} failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn encode_wal_batch(stream_id: u64, leader_epoch: i32, batch: &Bytes) -> Vec<Bytes> {
+    let mut head = BytesMut::with_capacity(WAL_BATCH_HEADER);
+    head.put_u8(WAL_BATCH_FORMAT);
+    head.put_u64(stream_id);
+    head.put_i32(leader_epoch);
+    vec![head.freeze(), batch.clone()]
+}
+
+fn decode_wal_batch(payload: &Bytes) -> Option<(u64, i32, Bytes)> {
+    if payload.len() < WAL_BATCH_HEADER || payload[0] != WAL_BATCH_FORMAT {
+        return None;
+    }
+    let stream_id = u64::from_be_bytes(payload[1..9].try_into().ok()?);
+    let epoch = i32::from_be_bytes(payload[9..13].try_into().ok()?);
+    Some((stream_id, epoch, payload.slice(WAL_BATCH_HEADER..)))
+}
+
+/// Whole batches of a run from the one containing `offset`, below `hwm`, up to about
+/// `max_bytes` (at least one batch). Batches are contiguous in the run, so this slices
+/// without copying.
+fn slice_batches(run: &Bytes, offset: i64, hwm: i64, max_bytes: usize) -> Bytes {
+    let mut start: Option<usize> = None;
+    let mut end = 0usize;
+    let mut pos = 0usize;
+    for (h, b) in batch::iter_batches(run) {
+        let here = pos;
+        pos += b.len();
+        if h.last_offset() < offset {
+            continue;
+        }
+        if h.base_offset >= hwm {
+            break;
+        }
+        match start {
+            None => start = Some(here),
+            Some(s) if pos - s > max_bytes => break,
+            Some(_) => {}
+        }
+        end = pos;
+    }
+    match start {
+        Some(s) => run.slice(s..end),
+        None => Bytes::new(),
+    }
+}
+
+fn concat(batches: Vec<Bytes>) -> Bytes {
+    match batches.len() {
+        0 => Bytes::new(),
+        1 => batches.into_iter().next().unwrap_or_default(),
+        _ => {
+            let mut out = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
+            for b in batches {
+                out.extend_from_slice(&b);
+            }
+            out.freeze()
+        }
+    }
+}
+
+/// The first record with timestamp >= ts among `batches` (offsets in [start, hwm)).
+fn find_timestamp(
+    batches: impl Iterator<Item = Bytes>,
+    ts: i64,
+    start: i64,
+    hwm: i64,
+) -> Option<(i64, i64)> {
+    for b in batches {
+        let Ok(h) = BatchHeader::parse(&b) else {
+            continue;
+        };
+        if h.max_timestamp < ts || h.last_offset() < start || h.base_offset >= hwm {
+            continue;
+        }
+        let mut buf = b.clone();
+        let Ok(set) = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) else {
+            // Undecodable (should not happen: batches were validated): answer at batch level.
+            return Some((h.base_offset.max(start), h.max_timestamp));
+        };
+        for r in set.records {
+            if r.offset >= start && r.offset < hwm && r.timestamp >= ts {
+                return Some((r.offset, r.timestamp));
+            }
+        }
+    }
+    None
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::tests::make_batch;
+
+    #[test]
+    fn wal_batch_payload_round_trips() {
+        let b = make_batch(2, -1, -1, 3);
+        let parts = encode_wal_batch(77, 4, &b);
+        let payload = Bytes::from(parts.concat());
+        assert_eq!(
+            &payload[..WAL_BATCH_HEADER],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 77, 0, 0, 0, 4]
+        );
+        let (s, e, body) = decode_wal_batch(&payload).unwrap();
+        assert_eq!((s, e, body), (77, 4, b));
+        assert!(decode_wal_batch(&payload.slice(..5)).is_none());
+    }
+
+    #[test]
+    fn slicing_a_run_starts_at_the_batch_holding_the_offset() {
+        let mut run = BytesMut::new();
+        let mut next = 0;
+        for n in [3, 2, 4] {
+            run.extend_from_slice(&batch::assign(&make_batch(n, -1, -1, 1), next, 0));
+            next += i64::from(n);
+        }
+        let run = run.freeze();
+        let all = slice_batches(&run, 0, 9, 1 << 20);
+        assert_eq!(all.len(), run.len());
+        let from4 = slice_batches(&run, 4, 9, 1 << 20);
+        let first = BatchHeader::parse(&from4).unwrap();
+        assert_eq!(first.base_offset, 3);
+        // Below the high watermark only.
+        let capped = slice_batches(&run, 0, 5, 1 << 20);
+        assert_eq!(batch::iter_batches(&capped).count(), 2);
+        // At least one batch even when max_bytes is tiny.
+        assert_eq!(
+            batch::iter_batches(&slice_batches(&run, 0, 9, 1)).count(),
+            1
+        );
+    }
+}

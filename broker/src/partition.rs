@@ -1,0 +1,507 @@
+//! One partition's log as its owner sees it: offsets, the in-memory tail, the index of
+//! committed object runs, idempotent-producer state and the leader-epoch history.
+//!
+//! Invariants (all under the partition's mutex):
+//! - `log_start_offset <= high_watermark <= next_offset`; offsets in `[committed_end,
+//!   next_offset)` live only in the tail (and the WAL); offsets below `committed_end`
+//!   live in object runs (and possibly still in the tail, until evicted).
+//! - Tail batches and runs are in offset order and contiguous.
+//! - The high watermark only moves forward and always sits on a batch boundary.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::path::Path;
+
+use crate::batch::BatchHeader;
+use crate::config::Durability;
+use crate::error::{BrokerError, Result};
+
+/// How many recent batches per producer are remembered to acknowledge retried
+/// duplicates, as Kafka does (max.in.flight.requests.per.connection <= 5).
+const PRODUCER_BATCH_WINDOW: usize = 5;
+
+/// A committed run of this partition inside a data object.
+#[derive(Debug, Clone)]
+pub struct RunLocation {
+    pub key: Arc<Path>,
+    pub position: u64,
+    pub length: u64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TailBatch {
+    pub(crate) base_offset: i64,
+    pub(crate) last_offset: i64,
+    pub(crate) max_timestamp: i64,
+    pub(crate) bytes: Bytes,
+    pub(crate) committed: bool,
+}
+
+/// Metadata of one recent batch of an idempotent producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub last_offset: i64,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProducerState {
+    pub epoch: i16,
+    pub batches: VecDeque<ProducerBatch>,
+}
+
+/// Outcome of the idempotence check for one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Append it.
+    Fresh,
+    /// A retry of a batch already appended; acknowledge with its offsets.
+    Duplicate { base_offset: i64, last_offset: i64 },
+}
+
+/// What a fetch found, decided under the lock.
+#[derive(Debug)]
+pub enum ReadPlan {
+    /// Nothing to return yet (fetch offset == high watermark).
+    Empty,
+    /// Batches from the in-memory tail.
+    Tail(Vec<Bytes>),
+    /// The run to read from the bucket, and the limit to stop at.
+    Object(RunLocation),
+}
+
+#[derive(Debug)]
+pub struct PartitionState {
+    pub leader_epoch: i32,
+    pub log_start_offset: i64,
+    pub next_offset: i64,
+    pub high_watermark: i64,
+    /// End (exclusive) of what is committed in object runs.
+    pub committed_end: i64,
+    pub durability: Durability,
+    pub max_message_bytes: usize,
+    pub(crate) tail: VecDeque<TailBatch>,
+    tail_bytes: u64,
+    pub(crate) runs: BTreeMap<i64, RunLocation>,
+    pub producers: HashMap<i64, ProducerState>,
+    /// (epoch, start offset) in increasing order.
+    pub epochs: Vec<(i32, i64)>,
+    pub deleted: bool,
+}
+
+/// One partition's log.
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub topic_id: uuid::Uuid,
+    pub index: i32,
+    pub stream_id: u64,
+    pub state: std::sync::Mutex<PartitionState>,
+}
+
+impl Partition {
+    pub fn new(
+        topic: Arc<str>,
+        topic_id: uuid::Uuid,
+        index: i32,
+        stream_id: u64,
+        leader_epoch: i32,
+        log_start_offset: i64,
+        durability: Durability,
+        max_message_bytes: usize,
+    ) -> Self {
+        Partition {
+            topic,
+            topic_id,
+            index,
+            stream_id,
+            state: std::sync::Mutex::new(PartitionState {
+                leader_epoch,
+                log_start_offset,
+                next_offset: log_start_offset,
+                high_watermark: log_start_offset,
+                committed_end: log_start_offset,
+                durability,
+                max_message_bytes,
+                tail: VecDeque::new(),
+                tail_bytes: 0,
+                runs: BTreeMap::new(),
+                producers: HashMap::new(),
+                epochs: vec![(leader_epoch, log_start_offset)],
+                deleted: false,
+            }),
+        }
+    }
+
+    /// Locks the state. A poisoned lock means a panic mid-update; the state may be torn,
+    /// so the process cannot continue safely.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, PartitionState> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(_) => {
+                tracing::error!(topic = %self.topic, partition = self.index, "partition state poisoned; aborting");
+                std::process::abort();
+            }
+        }
+    }
+}
+
+impl PartitionState {
+    /// Checks a client-supplied leader epoch (-1 means "don't check").
+    pub fn check_epoch(&self, requested: i32) -> Result<()> {
+        if requested < 0 || requested == self.leader_epoch {
+            Ok(())
+        } else if requested < self.leader_epoch {
+            Err(BrokerError::FencedLeaderEpoch {
+                requested,
+                current: self.leader_epoch,
+            })
+        } else {
+            Err(BrokerError::UnknownLeaderEpoch {
+                requested,
+                current: self.leader_epoch,
+            })
+        }
+    }
+
+    /// Kafka's idempotence rules for one batch (does not change state).
+    pub fn check_sequence(&self, h: &BatchHeader) -> Result<SequenceCheck> {
+        if !h.is_idempotent() {
+            return Ok(SequenceCheck::Fresh);
+        }
+        let Some(p) = self.producers.get(&h.producer_id) else {
+            // Unknown producer here (new, or its state expired): accept, as Kafka does.
+            return Ok(SequenceCheck::Fresh);
+        };
+        if h.producer_epoch < p.epoch {
+            return Err(BrokerError::InvalidProducerEpoch {
+                got: h.producer_epoch,
+                current: p.epoch,
+            });
+        }
+        if h.producer_epoch > p.epoch {
+            return if h.base_sequence == 0 {
+                Ok(SequenceCheck::Fresh)
+            } else {
+                Err(BrokerError::OutOfOrderSequence {
+                    expected: 0,
+                    got: h.base_sequence,
+                })
+            };
+        }
+        let last_seq = h.last_sequence();
+        if let Some(dup) = p
+            .batches
+            .iter()
+            .find(|b| b.first_sequence == h.base_sequence && b.last_sequence == last_seq)
+        {
+            let count = i64::from(h.last_offset_delta);
+            return Ok(SequenceCheck::Duplicate {
+                base_offset: dup.last_offset - count,
+                last_offset: dup.last_offset,
+            });
+        }
+        let expected = match p.batches.back() {
+            Some(b) if b.last_sequence == i32::MAX => 0,
+            Some(b) => b.last_sequence + 1,
+            None => h.base_sequence,
+        };
+        if h.base_sequence == expected {
+            Ok(SequenceCheck::Fresh)
+        } else {
+            Err(BrokerError::OutOfOrderSequence {
+                expected,
+                got: h.base_sequence,
+            })
+        }
+    }
+
+    /// Records an appended idempotent batch.
+    pub fn record_producer_batch(&mut self, producer_id: i64, epoch: i16, batch: ProducerBatch) {
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerState {
+                epoch,
+                batches: VecDeque::new(),
+            });
+        if epoch != entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.batches.push_back(batch);
+        while entry.batches.len() > PRODUCER_BATCH_WINDOW {
+            entry.batches.pop_front();
+        }
+    }
+
+    /// Appends an offset-assigned batch to the tail (not yet durable, not yet visible).
+    pub fn push_tail(&mut self, header: &BatchHeader, bytes: Bytes) {
+        let last = header.last_offset();
+        self.tail_bytes += bytes.len() as u64;
+        self.tail.push_back(TailBatch {
+            base_offset: header.base_offset,
+            last_offset: last,
+            max_timestamp: header.max_timestamp,
+            bytes,
+            committed: false,
+        });
+        self.next_offset = last + 1;
+    }
+
+    /// Makes offsets below `end` visible to consumers. Returns true if it moved.
+    pub fn advance_high_watermark(&mut self, end: i64) -> bool {
+        let end = end.min(self.next_offset);
+        if end > self.high_watermark {
+            self.high_watermark = end;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Adds a committed run to the index; marks the tail batches it covers as committed.
+    pub fn add_run(&mut self, run: RunLocation) {
+        if run.last_offset < self.committed_end {
+            return; // already known (a replayed commit)
+        }
+        self.committed_end = run.last_offset + 1;
+        for b in self.tail.iter_mut() {
+            if b.last_offset <= run.last_offset {
+                b.committed = true;
+            }
+        }
+        if self.next_offset < self.committed_end {
+            // Recovery from metadata: offsets come from the committed runs.
+            self.next_offset = self.committed_end;
+            self.high_watermark = self.committed_end;
+        }
+        self.runs.insert(run.first_offset, run);
+    }
+
+    /// Drops committed batches from the head of the tail until it holds at most `budget` bytes.
+    pub fn evict_tail(&mut self, budget: u64) {
+        while self.tail_bytes > budget {
+            match self.tail.front() {
+                Some(b) if b.committed => {
+                    self.tail_bytes -= b.bytes.len() as u64;
+                    self.tail.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    pub fn tail_bytes(&self) -> u64 {
+        self.tail_bytes
+    }
+
+    /// Decides where a fetch at `offset` reads from. `max_bytes` bounds what the tail
+    /// returns (at least one batch is always returned, as Kafka does).
+    pub fn plan_read(&self, offset: i64, max_bytes: usize) -> Result<ReadPlan> {
+        if offset < self.log_start_offset || offset > self.high_watermark {
+            return Err(BrokerError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end: self.high_watermark,
+            });
+        }
+        if offset == self.high_watermark {
+            return Ok(ReadPlan::Empty);
+        }
+        if let Some(front) = self.tail.front() {
+            if front.base_offset <= offset {
+                let mut out = Vec::new();
+                let mut size = 0usize;
+                for b in self.tail.iter() {
+                    if b.last_offset < offset {
+                        continue;
+                    }
+                    if b.base_offset >= self.high_watermark {
+                        break;
+                    }
+                    if !out.is_empty() && size + b.bytes.len() > max_bytes {
+                        break;
+                    }
+                    size += b.bytes.len();
+                    out.push(b.bytes.clone());
+                }
+                return Ok(ReadPlan::Tail(out));
+            }
+        }
+        match self.runs.range(..=offset).next_back() {
+            Some((_, run)) if run.last_offset >= offset => Ok(ReadPlan::Object(run.clone())),
+            // The offset lies in a gap (below the first run after retention, or a hole):
+            // serve the next run that exists.
+            _ => match self.runs.range(offset..).next() {
+                Some((_, run)) => Ok(ReadPlan::Object(run.clone())),
+                None => Ok(ReadPlan::Empty),
+            },
+        }
+    }
+
+    /// The leader epoch history answer of OffsetForLeaderEpoch: (epoch, end offset).
+    pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        if requested > self.leader_epoch {
+            return (-1, -1);
+        }
+        let mut answer = (-1, -1);
+        for (i, (epoch, start)) in self.epochs.iter().enumerate() {
+            if *epoch > requested {
+                break;
+            }
+            let end = self
+                .epochs
+                .get(i + 1)
+                .map_or(self.next_offset, |(_, next_start)| *next_start);
+            answer = (*epoch, end.max(*start));
+        }
+        answer
+    }
+
+    /// Tail batches and runs that may hold the first record with timestamp >= `ts`, in
+    /// offset order: the first candidate from the runs, then the tail.
+    pub fn first_run_at_or_after_time(&self, ts: i64) -> Option<RunLocation> {
+        self.runs
+            .values()
+            .find(|r| r.max_timestamp >= ts && r.last_offset >= self.log_start_offset)
+            .cloned()
+    }
+
+    pub fn tail_batches_from(&self, offset: i64) -> Vec<Bytes> {
+        self.tail
+            .iter()
+            .filter(|b| b.last_offset >= offset && b.base_offset < self.high_watermark)
+            .map(|b| b.bytes.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::tests::make_batch;
+    use crate::batch::{BatchHeader, assign};
+
+    fn partition() -> Partition {
+        Partition::new(
+            Arc::from("t"),
+            uuid::Uuid::nil(),
+            0,
+            1,
+            0,
+            0,
+            Durability::Local,
+            1 << 20,
+        )
+    }
+
+    fn append(st: &mut PartitionState, b: &Bytes) -> BatchHeader {
+        let assigned = assign(b, st.next_offset, st.leader_epoch);
+        let h = BatchHeader::parse(&assigned).unwrap();
+        if h.is_idempotent() {
+            st.record_producer_batch(
+                h.producer_id,
+                h.producer_epoch,
+                ProducerBatch {
+                    first_sequence: h.base_sequence,
+                    last_sequence: h.last_sequence(),
+                    last_offset: h.last_offset(),
+                    timestamp: h.max_timestamp,
+                },
+            );
+        }
+        st.push_tail(&h, assigned);
+        h
+    }
+
+    #[test]
+    fn idempotent_sequences_follow_kafka_rules() {
+        let p = partition();
+        let mut st = p.lock();
+        let b0 = make_batch(3, 7, 0, 1);
+        let h0 = BatchHeader::parse(&b0).unwrap();
+        assert_eq!(st.check_sequence(&h0).unwrap(), SequenceCheck::Fresh);
+        append(&mut st, &b0);
+        // The same batch again is a duplicate with its original offsets.
+        assert_eq!(
+            st.check_sequence(&h0).unwrap(),
+            SequenceCheck::Duplicate {
+                base_offset: 0,
+                last_offset: 2
+            }
+        );
+        // A gap is refused.
+        let gap = BatchHeader::parse(&make_batch(1, 7, 5, 1)).unwrap();
+        assert!(matches!(
+            st.check_sequence(&gap),
+            Err(BrokerError::OutOfOrderSequence {
+                expected: 3,
+                got: 5
+            })
+        ));
+        // The next batch in order is fresh.
+        let next = BatchHeader::parse(&make_batch(1, 7, 3, 1)).unwrap();
+        assert_eq!(st.check_sequence(&next).unwrap(), SequenceCheck::Fresh);
+    }
+
+    #[test]
+    fn reads_respect_the_high_watermark_and_start_mid_batch() {
+        let p = partition();
+        let mut st = p.lock();
+        append(&mut st, &make_batch(3, -1, -1, 1));
+        append(&mut st, &make_batch(2, -1, -1, 2));
+        assert!(matches!(st.plan_read(0, 1 << 20).unwrap(), ReadPlan::Empty));
+        st.advance_high_watermark(3);
+        match st.plan_read(1, 1 << 20).unwrap() {
+            ReadPlan::Tail(b) => assert_eq!(b.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            st.plan_read(4, 1 << 20),
+            Err(BrokerError::OffsetOutOfRange { .. })
+        ));
+        st.advance_high_watermark(5);
+        match st.plan_read(1, 1).unwrap() {
+            // At least one batch even when it exceeds max_bytes.
+            ReadPlan::Tail(b) => assert_eq!(b.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        match st.plan_read(3, 1 << 20).unwrap() {
+            ReadPlan::Tail(b) => assert_eq!(b.len(), 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn committed_tail_is_evicted_and_served_from_runs() {
+        let p = partition();
+        let mut st = p.lock();
+        append(&mut st, &make_batch(3, -1, -1, 1));
+        st.advance_high_watermark(3);
+        st.evict_tail(0);
+        assert_eq!(st.tail.len(), 1, "uncommitted data is never evicted");
+        st.add_run(RunLocation {
+            key: Arc::new(Path::from("k")),
+            position: 0,
+            length: 10,
+            first_offset: 0,
+            last_offset: 2,
+            max_timestamp: 1,
+        });
+        st.evict_tail(0);
+        assert!(st.tail.is_empty());
+        assert!(
+            matches!(st.plan_read(1, 100).unwrap(), ReadPlan::Object(r) if r.first_offset == 0)
+        );
+        assert_eq!(st.end_offset_for_epoch(0), (0, 3));
+        assert_eq!(st.end_offset_for_epoch(5), (-1, -1));
+    }
+}

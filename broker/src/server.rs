@@ -1,0 +1,195 @@
+//! The Kafka listener: accepts connections (capped by a semaphore), reads request
+//! frames, dispatches them, and writes responses in request order.
+//!
+//! Per connection, requests are handled one after another, as Kafka does, except that
+//! a Produce request's wait for durability runs in the background: the next request is
+//! read while earlier produces wait for their fsync or upload, and a writer task sends
+//! the responses strictly in request order. A malformed or oversized frame closes the
+//! connection (and is logged); other connections are unaffected.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::handlers::{self, Ctx};
+
+/// A response still being produced: resolves to the encoded frame, or None when no
+/// response is due (Produce with acks=0).
+pub type PendingResponse = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+
+/// Responses queued per connection before the reader stops reading.
+const MAX_PIPELINED: usize = 64;
+
+/// Accepts Kafka connections until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let limit = Arc::new(Semaphore::new(ctx.settings.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
+        let (socket, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = socket.set_nodelay(true);
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            if let Err(e) = handle_connection(socket, ctx, shutdown).await {
+                tracing::info!(%peer, error = %e, "connection closed");
+            }
+            drop(permit);
+        });
+        // Reap finished connection tasks so the set does not grow.
+        while connections.try_join_next().is_some() {}
+    }
+    // Stop reading new requests; in-flight responses finish within the drain period.
+    connections.shutdown().await;
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed request: {0}")]
+    Malformed(String),
+}
+
+async fn handle_connection(
+    socket: TcpStream,
+    ctx: Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    let (mut reader, writer) = socket.into_split();
+    let (tx, mut rx) = mpsc::channel::<PendingResponse>(MAX_PIPELINED);
+    let writer_task = tokio::spawn(async move {
+        let mut writer = BufWriter::new(writer);
+        while let Some(pending) = rx.recv().await {
+            if let Some(frame) = pending.await {
+                writer.write_all(&frame).await?;
+            }
+            if rx.is_empty() {
+                writer.flush().await?;
+            }
+        }
+        writer.flush().await?;
+        Ok::<_, std::io::Error>(())
+    });
+    let max = ctx.settings.max_request_bytes as usize;
+    let result: Result<(), ConnError> = async {
+        loop {
+            let len = tokio::select! {
+                r = reader.read_i32() => match r {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                },
+                _ = shutdown.changed() => return Ok(()),
+            };
+            if len < 8 || len as usize > max {
+                return Err(ConnError::Malformed(format!(
+                    "frame length {len} outside 8..={max}"
+                )));
+            }
+            let mut buf = BytesMut::zeroed(len as usize);
+            reader.read_exact(&mut buf).await?;
+            let pending = dispatch_frame(&ctx, buf.freeze()).await?;
+            if tx.send(pending).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    drop(tx);
+    let written = writer_task.await;
+    result?;
+    match written {
+        Ok(r) => r.map_err(ConnError::from),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Decodes one request frame and runs its handler.
+async fn dispatch_frame(ctx: &Arc<Ctx>, mut frame: Bytes) -> Result<PendingResponse, ConnError> {
+    let api_key = frame.slice(0..2).get_i16();
+    let api_version = frame.slice(2..4).get_i16();
+    let correlation_id = frame.slice(4..8).get_i32();
+    let Ok(key) = ApiKey::try_from(api_key) else {
+        return Err(ConnError::Malformed(format!("unknown api key {api_key}")));
+    };
+    let Some(range) = handlers::supported(key) else {
+        return Err(ConnError::Malformed(format!(
+            "api {key:?} is not supported"
+        )));
+    };
+    if api_version < range.0 || api_version > range.1 {
+        if key == ApiKey::ApiVersions {
+            // Kafka answers an unknown ApiVersions version with v0 and UNSUPPORTED_VERSION,
+            // so the client can retry with a version both sides know.
+            let body = handlers::api_versions_unsupported();
+            return Ok(ready(encode_response(key, 0, correlation_id, &body)));
+        }
+        return Err(ConnError::Malformed(format!(
+            "{key:?} v{api_version} is not supported"
+        )));
+    }
+    let header_version = key.request_header_version(api_version);
+    let header = decode_guarded(|| RequestHeader::decode(&mut frame, header_version))
+        .map_err(|e| ConnError::Malformed(format!("{key:?} header: {e}")))?;
+    handlers::handle(ctx, key, header, frame)
+        .await
+        .map_err(ConnError::Malformed)
+}
+
+/// Runs a decoder, turning a panic on hostile bytes into an error.
+pub fn decode_guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, String> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("decoder panicked on malformed input".to_string()),
+    }
+}
+
+pub fn ready(frame: Option<Bytes>) -> PendingResponse {
+    Box::pin(std::future::ready(frame))
+}
+
+/// Encodes a response frame: length, header, body.
+pub fn encode_response<T: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Option<Bytes> {
+    let header_version = key.response_header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    if let Err(e) = header
+        .encode(&mut buf, header_version)
+        .and_then(|_| body.encode(&mut buf, version))
+    {
+        tracing::error!(error = %e, ?key, version, "cannot encode response");
+        return None;
+    }
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Some(buf.freeze())
+}

@@ -1,0 +1,305 @@
+//! The uploader: collects what the WAL received from every partition into one open
+//! object, seals it at `object_target_bytes` or `flush_interval` (whichever comes first),
+//! puts it into the bucket and commits it with one metadata write.
+//!
+//! Ordering and trimming: every WAL record is pushed here (under its partition's lock,
+//! so each partition's chunks arrive in offset order). Objects are uploaded concurrently
+//! (at most [`MAX_UPLOADS_IN_FLIGHT`]) but committed strictly in seal order. The WAL is
+//! trimmed through the highest LSN below which every LSN is committed, so a crash at
+//! any point leaves every uncommitted record in the WAL.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cirrus_controller::{ProducerRecord, RunRecord};
+use cirrus_storage::{EncodedObject, ObjectBuilder, ObjectStorage};
+use object_store::path::Path;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::batch::BatchHeader;
+
+/// Sealed objects being uploaded at once; more wait (and so, eventually, does produce).
+pub const MAX_UPLOADS_IN_FLIGHT: usize = 4;
+
+#[derive(Debug, Default)]
+struct OpenObject {
+    builder: ObjectBuilder,
+    runs: HashMap<u64, RunExtra>,
+    lsns: Vec<u64>,
+    opened_at: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct RunExtra {
+    leader_epoch: i32,
+    producers: HashMap<i64, ProducerRecord>,
+}
+
+/// A sealed object on its way to the bucket.
+#[derive(Debug)]
+pub struct SealedObject {
+    pub seq: u64,
+    pub key: Path,
+    pub object: EncodedObject,
+    runs: HashMap<u64, RunExtra>,
+    pub lsns: Vec<u64>,
+}
+
+impl SealedObject {
+    /// The metadata runs of this object, in footer order.
+    pub fn run_records(&self) -> Vec<RunRecord> {
+        self.object
+            .index
+            .iter()
+            .map(|e| {
+                let extra = self.runs.get(&e.stream_id);
+                RunRecord {
+                    stream_id: e.stream_id,
+                    first_offset: e.first_offset,
+                    last_offset: e.last_offset,
+                    max_timestamp: e.max_timestamp,
+                    position: e.position,
+                    length: e.length,
+                    leader_epoch: extra.map_or(0, |x| x.leader_epoch),
+                    producers: extra
+                        .map(|x| x.producers.values().cloned().collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Statistics for logs and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UploaderStats {
+    pub objects_committed: u64,
+    pub bytes_committed: u64,
+}
+
+#[derive(Debug)]
+pub struct Uploader {
+    open: Mutex<OpenObject>,
+    pending: Mutex<BTreeSet<u64>>,
+    highest_pushed: Mutex<u64>,
+    wake: Notify,
+    committed_lsn: watch::Sender<u64>,
+    target_bytes: u64,
+    flush_interval: Duration,
+    writer: String,
+    next_seq: Mutex<u64>,
+    stats: Mutex<UploaderStats>,
+}
+
+impl Uploader {
+    pub fn new(target_bytes: u64, flush_interval: Duration, writer: String, next_seq: u64) -> Self {
+        Uploader {
+            open: Mutex::new(OpenObject::default()),
+            pending: Mutex::new(BTreeSet::new()),
+            highest_pushed: Mutex::new(0),
+            wake: Notify::new(),
+            committed_lsn: watch::channel(0).0,
+            target_bytes,
+            flush_interval,
+            writer,
+            next_seq: Mutex::new(next_seq),
+            stats: Mutex::new(UploaderStats::default()),
+        }
+    }
+
+    /// Adds one WAL record's batch to the open object. Call under the partition's lock.
+    pub fn push(
+        &self,
+        lsn: u64,
+        stream_id: u64,
+        leader_epoch: i32,
+        header: &BatchHeader,
+        bytes: Bytes,
+    ) {
+        lock(&self.pending).insert(lsn);
+        {
+            let mut h = lock(&self.highest_pushed);
+            *h = (*h).max(lsn);
+        }
+        let mut open = lock(&self.open);
+        let was_empty = open.builder.is_empty();
+        if let Err(e) = open.builder.push(
+            stream_id,
+            header.base_offset,
+            header.last_offset(),
+            header.max_timestamp,
+            bytes,
+        ) {
+            // Cannot happen while the partition lock orders pushes; losing the chunk would
+            // lose data, so stop rather than continue.
+            tracing::error!(error = %e, stream_id, "object builder refused a chunk; aborting");
+            std::process::abort();
+        }
+        open.lsns.push(lsn);
+        let run = open.runs.entry(stream_id).or_default();
+        run.leader_epoch = leader_epoch;
+        if header.is_idempotent() {
+            run.producers.insert(
+                header.producer_id,
+                ProducerRecord {
+                    producer_id: header.producer_id,
+                    producer_epoch: header.producer_epoch,
+                    first_sequence: header.base_sequence,
+                    last_sequence: header.last_sequence(),
+                    last_offset: header.last_offset(),
+                    last_timestamp: header.max_timestamp,
+                },
+            );
+        }
+        if was_empty {
+            open.opened_at = Some(Instant::now());
+            self.wake.notify_one();
+        } else if open.builder.encoded_len() >= self.target_bytes {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Accounts for a recovered WAL record that needs no upload (already committed, or
+    /// its topic is gone), so the WAL can be trimmed past it.
+    pub fn push_skipped(&self, lsn: u64) {
+        let mut h = lock(&self.highest_pushed);
+        *h = (*h).max(lsn);
+    }
+
+    /// The LSN through which the WAL may be trimmed now.
+    pub fn trim_point(&self) -> u64 {
+        match lock(&self.pending).first() {
+            Some(first) => first - 1,
+            None => *lock(&self.highest_pushed),
+        }
+    }
+
+    /// The writer name in object keys.
+    pub fn writer(&self) -> &str {
+        &self.writer
+    }
+
+    /// Seals the open object if it is due (or if `force` and it is not empty).
+    fn seal_if_due(&self, force: bool) -> Option<SealedObject> {
+        let mut open = lock(&self.open);
+        if open.builder.is_empty() {
+            return None;
+        }
+        let full = open.builder.encoded_len() >= self.target_bytes;
+        let old = open
+            .opened_at
+            .is_some_and(|t| t.elapsed() >= self.flush_interval);
+        if !(force || full || old) {
+            return None;
+        }
+        let taken = std::mem::take(&mut *open);
+        drop(open);
+        let seq = {
+            let mut s = lock(&self.next_seq);
+            let seq = *s;
+            *s += 1;
+            seq
+        };
+        Some(SealedObject {
+            seq,
+            key: ObjectStorage::data_object_key(&self.writer, seq),
+            object: taken.builder.finish(),
+            runs: taken.runs,
+            lsns: taken.lsns,
+        })
+    }
+
+    /// When the open object becomes due, if it is not empty.
+    fn due_at(&self) -> Option<(Instant, bool)> {
+        let open = lock(&self.open);
+        let opened = open.opened_at?;
+        Some((
+            opened + self.flush_interval,
+            open.builder.encoded_len() >= self.target_bytes,
+        ))
+    }
+
+    /// Marks an object's records committed; returns the LSN through which the WAL may be trimmed.
+    pub fn mark_committed(&self, sealed: &SealedObject) -> u64 {
+        let mut pending = lock(&self.pending);
+        for lsn in &sealed.lsns {
+            pending.remove(lsn);
+        }
+        drop(pending);
+        let through = self.trim_point();
+        let mut stats = lock(&self.stats);
+        stats.objects_committed += 1;
+        stats.bytes_committed += sealed.object.size;
+        drop(stats);
+        self.committed_lsn.send_if_modified(|c| {
+            if through > *c {
+                *c = through;
+                true
+            } else {
+                false
+            }
+        });
+        through
+    }
+
+    /// Waits until every WAL record up to `lsn` is committed in the bucket.
+    pub async fn wait_committed(&self, lsn: u64) -> bool {
+        let mut rx = self.committed_lsn.subscribe();
+        rx.wait_for(|c| *c >= lsn).await.is_ok()
+    }
+
+    /// True when nothing pushed is still waiting for a commit.
+    pub fn is_drained(&self) -> bool {
+        lock(&self.pending).is_empty()
+    }
+
+    pub fn stats(&self) -> UploaderStats {
+        *lock(&self.stats)
+    }
+
+    /// The sealing loop: seals due objects and hands them to `sealed_tx` (bounded: when
+    /// uploads fall behind, sealing waits). On shutdown, seals whatever is open and returns.
+    pub async fn run_sealer(
+        self: Arc<Self>,
+        sealed_tx: mpsc::Sender<SealedObject>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if let Some(sealed) = self.seal_if_due(false) {
+                if sealed_tx.send(sealed).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            match self.due_at() {
+                Some((_, true)) => continue,
+                Some((deadline, false)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline.into()) => {}
+                        _ = self.wake.notified() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        }
+        // Final flush: everything pushed before shutdown goes into one last object.
+        if let Some(sealed) = self.seal_if_due(true) {
+            let _ = sealed_tx.send(sealed).await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

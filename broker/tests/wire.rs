@@ -1,0 +1,427 @@
+//! Wire-level tests of the Kafka gateway on a real socket: requests are encoded with
+//! the kafka-protocol crate (a client's view), so these check exact error codes that
+//! client libraries hide. End-to-end tests with real client libraries live in tests/e2e.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use cirrus_broker::config::SettingsArgs;
+use cirrus_broker::runtime::Broker;
+use indexmap::IndexMap;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Client {
+    stream: TcpStream,
+    next_id: i32,
+}
+
+impl Client {
+    async fn connect(addr: std::net::SocketAddr) -> Client {
+        Client {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            next_id: 1,
+        }
+    }
+
+    async fn send<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
+        let key = ApiKey::try_from(R::KEY).unwrap();
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.next_id)
+            .with_client_id(Some(StrBytes::from_static_str("wire-test")));
+        self.next_id += 1;
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .unwrap();
+        req.encode(&mut buf, version).unwrap();
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        self.stream.write_all(&buf).await.unwrap();
+        let mut frame = self.read_frame().await.expect("response frame");
+        let header =
+            ResponseHeader::decode(&mut frame, key.response_header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, self.next_id - 1);
+        R::Response::decode(&mut frame, version).unwrap()
+    }
+
+    async fn read_frame(&mut self) -> Option<Bytes> {
+        let len = tokio::time::timeout(Duration::from_secs(10), self.stream.read_i32())
+            .await
+            .ok()?
+            .ok()?;
+        let mut buf = vec![0u8; len as usize];
+        self.stream.read_exact(&mut buf).await.ok()?;
+        Some(Bytes::from(buf))
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(dir: &std::path::Path, extra: impl FnOnce(&mut SettingsArgs)) -> Broker {
+    let port = free_port();
+    let mut args = SettingsArgs {
+        kafka_listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(dir.to_path_buf()),
+        flush_interval: Some(Duration::from_millis(50)),
+        ..Default::default()
+    };
+    extra(&mut args);
+    Broker::start(args.validate().unwrap()).await.unwrap()
+}
+
+fn records(n: usize, producer: Option<(i64, i16, i32)>, ts: i64) -> Bytes {
+    let recs: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: producer.map_or(-1, |p| p.0),
+            producer_epoch: producer.map_or(-1, |p| p.1),
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch when offset - sequence changes.
+            sequence: producer.map_or(i as i32 - 1, |p| p.2 + i as i32),
+            timestamp: ts + i as i64,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("value-{i}"))),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &recs,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+fn produce_req(topic: &str, partition: i32, records: Bytes) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records)),
+                ]),
+        ])
+}
+
+fn produce_result(resp: &ProduceResponse) -> (i16, i64) {
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn fetch_req(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            fetch_request::FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![
+                    fetch_request::FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_current_leader_epoch(-1)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ])
+}
+
+async fn create_topic(c: &mut Client, name: &str, partitions: i32) -> i16 {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.into())))
+                .with_num_partitions(partitions)
+                .with_replication_factor(-1),
+        ]);
+    c.send(5, &req).await.topics[0].error_code
+}
+
+#[tokio::test]
+async fn api_versions_advertises_only_what_is_implemented() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    let resp = c.send(3, &ApiVersionsRequest::default()).await;
+    assert_eq!(resp.error_code, 0);
+    let keys: Vec<i16> = resp.api_keys.iter().map(|k| k.api_key).collect();
+    assert!(keys.contains(&(ApiKey::Produce as i16)));
+    assert!(keys.contains(&(ApiKey::Fetch as i16)));
+    assert!(
+        !keys.contains(&(ApiKey::JoinGroup as i16)),
+        "groups are not implemented yet"
+    );
+    assert!(!keys.contains(&(ApiKey::FindCoordinator as i16)));
+    for k in &resp.api_keys {
+        let api = ApiKey::try_from(k.api_key).unwrap();
+        assert!(cirrus_broker::handlers::supported(api).is_some());
+    }
+    // An unknown ApiVersions version gets v0 with UNSUPPORTED_VERSION, as Kafka answers.
+    let mut raw = BytesMut::new();
+    raw.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::ApiVersions as i16)
+        .with_request_api_version(99)
+        .with_correlation_id(7)
+        .encode(&mut raw, 1)
+        .unwrap();
+    let len = (raw.len() - 4) as i32;
+    raw[..4].copy_from_slice(&len.to_be_bytes());
+    c.stream.write_all(&raw).await.unwrap();
+    let mut frame = c.read_frame().await.unwrap();
+    assert_eq!(frame.get_i32(), 7);
+    let v0 = ApiVersionsResponse::decode(&mut frame, 0).unwrap();
+    assert_eq!(v0.error_code, ResponseError::UnsupportedVersion.code());
+    assert!(!v0.api_keys.is_empty());
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn produce_fetch_and_bad_input_get_kafka_error_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |a| {
+        a.auto_create_topics = Some(false);
+        a.message_max_bytes = Some(cirrus_broker::config::ByteSize(4096));
+    })
+    .await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "t", 2).await, 0);
+    assert_eq!(
+        create_topic(&mut c, "t", 2).await,
+        ResponseError::TopicAlreadyExists.code()
+    );
+    assert_eq!(
+        create_topic(&mut c, "bad name!", 1).await,
+        ResponseError::InvalidTopicException.code()
+    );
+
+    let resp = c
+        .send(9, &produce_req("t", 0, records(3, None, 1_000)))
+        .await;
+    assert_eq!(produce_result(&resp), (0, 0));
+    let resp = c
+        .send(9, &produce_req("t", 0, records(2, None, 2_000)))
+        .await;
+    assert_eq!(produce_result(&resp), (0, 3));
+
+    // Corrupt CRC.
+    let mut bad = records(1, None, 5).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    let resp = c.send(9, &produce_req("t", 0, Bytes::from(bad))).await;
+    assert_eq!(
+        produce_result(&resp).0,
+        ResponseError::CorruptMessage.code()
+    );
+    // Oversized batch.
+    let big = records(400, None, 5);
+    assert!(big.len() > 4096);
+    let resp = c.send(9, &produce_req("t", 0, big)).await;
+    assert_eq!(
+        produce_result(&resp).0,
+        ResponseError::MessageTooLarge.code()
+    );
+    // Unknown topic with auto-create off, and unknown partition.
+    let resp = c
+        .send(9, &produce_req("nope", 0, records(1, None, 5)))
+        .await;
+    assert_eq!(
+        produce_result(&resp).0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let resp = c.send(9, &produce_req("t", 9, records(1, None, 5))).await;
+    assert_eq!(
+        produce_result(&resp).0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let md = c
+        .send(
+            9,
+            &MetadataRequest::default()
+                .with_allow_auto_topic_creation(true)
+                .with_topics(Some(vec![
+                    metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_static_str("nope")))),
+                ])),
+        )
+        .await;
+    assert_eq!(
+        md.topics[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+
+    // Fetch from the middle of the first batch returns that whole batch and the next.
+    let resp = c.send(12, &fetch_req("t", 0, 1, 0)).await;
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(p.high_watermark, 5);
+    let mut recs = p.records.clone().unwrap();
+    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut recs).unwrap();
+    let offsets: Vec<i64> = sets
+        .iter()
+        .flat_map(|s| s.records.iter().map(|r| r.offset))
+        .collect();
+    assert_eq!(offsets, vec![0, 1, 2, 3, 4]);
+    // Past the end: OFFSET_OUT_OF_RANGE.
+    let resp = c.send(12, &fetch_req("t", 0, 6, 0)).await;
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    // At the end: long poll until data arrives from another connection.
+    let addr = broker.kafka_addr;
+    let producer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut c2 = Client::connect(addr).await;
+        produce_result(
+            &c2.send(9, &produce_req("t", 0, records(1, None, 3_000)))
+                .await,
+        )
+    });
+    let resp = c.send(12, &fetch_req("t", 0, 5, 10_000)).await;
+    assert_eq!(producer.await.unwrap(), (0, 5));
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.high_watermark, 6);
+    assert!(
+        !p.records.as_ref().unwrap().is_empty(),
+        "the long poll returned with the new data"
+    );
+
+    // ListOffsets: earliest, latest, by timestamp.
+    let list = |ts: i64| {
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partitions(vec![
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(ts)
+                            .with_current_leader_epoch(-1),
+                    ]),
+            ])
+    };
+    let at = |r: ListOffsetsResponse| {
+        (
+            r.topics[0].partitions[0].offset,
+            r.topics[0].partitions[0].timestamp,
+        )
+    };
+    assert_eq!(at(c.send(5, &list(-2)).await).0, 0);
+    assert_eq!(at(c.send(5, &list(-1)).await).0, 6);
+    assert_eq!(at(c.send(5, &list(1_001)).await), (1, 1_001));
+    assert_eq!(at(c.send(5, &list(2_000)).await), (3, 2_000));
+    assert_eq!(at(c.send(5, &list(9_999)).await).0, -1);
+    assert_eq!(at(c.send(7, &list(-3)).await), (5, 3_000));
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn idempotent_producer_state_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "idem", 1).await, 0);
+    let init = c
+        .send(
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        )
+        .await;
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    let first = records(3, Some((pid, 0, 0)), 10);
+    assert_eq!(
+        produce_result(&c.send(9, &produce_req("idem", 0, first.clone())).await),
+        (0, 0)
+    );
+    // A retried batch is acknowledged with its original offset, not appended again.
+    assert_eq!(
+        produce_result(&c.send(9, &produce_req("idem", 0, first.clone())).await),
+        (0, 0)
+    );
+    // A gap in sequence numbers is refused.
+    let gap = records(1, Some((pid, 0, 7)), 10);
+    assert_eq!(
+        produce_result(&c.send(9, &produce_req("idem", 0, gap)).await).0,
+        ResponseError::OutOfOrderSequenceNumber.code()
+    );
+    broker.shutdown().await.unwrap();
+
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    assert_eq!(
+        produce_result(&c.send(9, &produce_req("idem", 0, first)).await),
+        (0, 0),
+        "duplicate after restart"
+    );
+    let next = records(2, Some((pid, 0, 3)), 10);
+    assert_eq!(
+        produce_result(&c.send(9, &produce_req("idem", 0, next)).await),
+        (0, 3)
+    );
+    let resp = c.send(12, &fetch_req("idem", 0, 0, 0)).await;
+    assert_eq!(resp.responses[0].partitions[0].high_watermark, 5);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_frames_close_only_their_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut good = Client::connect(broker.kafka_addr).await;
+    for garbage in [
+        vec![0, 0, 0, 12, 0xff, 0xff, 0, 0, 0, 0, 0, 1, 9, 9, 9, 9], // unknown api key
+        vec![0, 0, 0, 10, 0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff],       // metadata v9 truncated
+        vec![0x7f, 0xff, 0xff, 0xff],                                // absurd length
+        vec![0, 0, 0, 2, 0, 0],                                      // shorter than a header
+    ] {
+        let mut bad = TcpStream::connect(broker.kafka_addr).await.unwrap();
+        bad.write_all(&garbage).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), bad.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0, "connection closed without a response for {garbage:?}");
+    }
+    let resp = good.send(3, &ApiVersionsRequest::default()).await;
+    assert_eq!(resp.error_code, 0);
+    broker.shutdown().await.unwrap();
+}

@@ -1,0 +1,417 @@
+//! The one conformance suite every [`MetaStore`] implementation must pass.
+//!
+//! Test support, not production code: it panics (with a message naming the broken
+//! rule) on the first violation. Run it on an **empty** store:
+//!
+//! ```ignore
+//! cirrus_controller::conformance::run(&MemoryMetaStore::new()).await;
+//! ```
+//!
+//! It checks the contract written on [`MetaStore`]: put/get, list order and prefix
+//! boundaries, increasing versions, all-or-nothing compare-and-swap, `Absent` and
+//! `Version { version: 0 }` compares, delete, and that concurrent CAS increments lose
+//! no update.
+
+use bytes::Bytes;
+
+use crate::store::{Compare, MetaStore, Txn};
+
+/// Runs every check against `store`, which must start empty. Panics on a violation.
+pub async fn run(store: &dyn MetaStore) {
+    put_get(store).await;
+    list_order_and_prefix_boundaries(store).await;
+    versions_increase(store).await;
+    cas_is_all_or_nothing(store).await;
+    absent_compare(store).await;
+    delete(store).await;
+    limits(store).await;
+    concurrent_increments(store).await;
+}
+
+async fn must_txn(store: &dyn MetaStore, txn: Txn) -> bool {
+    store.txn(txn).await.expect("txn returned an error")
+}
+
+async fn value_of(store: &dyn MetaStore, key: &str) -> Option<Bytes> {
+    store
+        .get(key)
+        .await
+        .expect("get returned an error")
+        .map(|kv| kv.value)
+}
+
+async fn put_get(store: &dyn MetaStore) {
+    assert_eq!(
+        value_of(store, "pg/a").await,
+        None,
+        "fresh key must be absent"
+    );
+    assert!(must_txn(store, Txn::new().put("pg/a", "one")).await);
+    let kv = store.get("pg/a").await.expect("get").expect("key just put");
+    assert_eq!(kv.key, "pg/a");
+    assert_eq!(kv.value, Bytes::from_static(b"one"));
+    assert!(kv.version > 0, "versions are > 0");
+    assert!(must_txn(store, Txn::new().put("pg/a", "two")).await);
+    assert_eq!(
+        value_of(store, "pg/a").await,
+        Some(Bytes::from_static(b"two"))
+    );
+    // Empty values and binary values round-trip.
+    assert!(
+        must_txn(
+            store,
+            Txn::new()
+                .put("pg/empty", "")
+                .put("pg/bin", vec![0u8, 255, 10])
+        )
+        .await
+    );
+    assert_eq!(value_of(store, "pg/empty").await, Some(Bytes::new()));
+    assert_eq!(
+        value_of(store, "pg/bin").await,
+        Some(Bytes::from_static(&[0, 255, 10]))
+    );
+}
+
+async fn list_order_and_prefix_boundaries(store: &dyn MetaStore) {
+    // Inserted out of order, across several txns.
+    for key in [
+        "lo/b", "lo/a/2", "lo/a", "lo/c", "lo/a/1", "lo0", "ln/z", "lo/",
+    ] {
+        assert!(must_txn(store, Txn::new().put(key, key.to_owned())).await);
+    }
+    let keys: Vec<String> = store
+        .list("lo/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(
+        keys,
+        ["lo/", "lo/a", "lo/a/1", "lo/a/2", "lo/b", "lo/c"],
+        "list returns exactly the keys with the prefix, sorted"
+    );
+    let sub: Vec<String> = store
+        .list("lo/a/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(sub, ["lo/a/1", "lo/a/2"], "list of a nested prefix");
+    assert!(store.list("nothing-here/").await.expect("list").is_empty());
+    let all = store.list("lo/b").await.expect("list");
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        all[0].value,
+        Bytes::from_static(b"lo/b"),
+        "list returns values"
+    );
+}
+
+async fn versions_increase(store: &dyn MetaStore) {
+    assert!(must_txn(store, Txn::new().put("vi/a", "1")).await);
+    let v1 = store
+        .get("vi/a")
+        .await
+        .expect("get")
+        .expect("present")
+        .version;
+    assert!(must_txn(store, Txn::new().put("vi/b", "1")).await);
+    let vb = store
+        .get("vi/b")
+        .await
+        .expect("get")
+        .expect("present")
+        .version;
+    assert!(
+        vb > v1,
+        "a later write to another key gets a higher version"
+    );
+    assert!(must_txn(store, Txn::new().put("vi/a", "2")).await);
+    let v2 = store
+        .get("vi/a")
+        .await
+        .expect("get")
+        .expect("present")
+        .version;
+    assert!(
+        v2 > vb,
+        "rewriting a key raises its version above every earlier write"
+    );
+    // Keys written in one txn share its revision.
+    assert!(must_txn(store, Txn::new().put("vi/c", "x").put("vi/d", "y")).await);
+    let vc = store
+        .get("vi/c")
+        .await
+        .expect("get")
+        .expect("present")
+        .version;
+    let vd = store
+        .get("vi/d")
+        .await
+        .expect("get")
+        .expect("present")
+        .version;
+    assert_eq!(vc, vd, "keys of one txn carry the same revision");
+    assert!(vc > v2);
+    // list reports the same versions as get.
+    let listed = store.list("vi/").await.expect("list");
+    let a = listed
+        .iter()
+        .find(|kv| kv.key == "vi/a")
+        .expect("vi/a listed");
+    assert_eq!(a.version, v2);
+}
+
+async fn cas_is_all_or_nothing(store: &dyn MetaStore) {
+    assert!(
+        must_txn(
+            store,
+            Txn::new()
+                .put("cas/x", "0")
+                .put("cas/y", "0")
+                .put("cas/w", "0")
+        )
+        .await
+    );
+    let vx = store
+        .get("cas/x")
+        .await
+        .expect("get")
+        .expect("present")
+        .version;
+    // Wrong version on one of two compares: nothing applies.
+    let failed = Txn::new()
+        .when_version("cas/x", vx)
+        .when_version("cas/y", vx + 1000)
+        .put("cas/x", "1")
+        .put("cas/y", "1")
+        .put("cas/z", "1")
+        .delete("cas/w");
+    assert!(
+        !must_txn(store, failed).await,
+        "a failing compare returns false"
+    );
+    assert_eq!(
+        value_of(store, "cas/x").await,
+        Some(Bytes::from_static(b"0"))
+    );
+    assert_eq!(
+        value_of(store, "cas/y").await,
+        Some(Bytes::from_static(b"0"))
+    );
+    assert_eq!(
+        value_of(store, "cas/z").await,
+        None,
+        "no op of a failed txn applies"
+    );
+    assert_eq!(
+        value_of(store, "cas/w").await,
+        Some(Bytes::from_static(b"0")),
+        "no delete of a failed txn applies"
+    );
+    assert_eq!(
+        store
+            .get("cas/x")
+            .await
+            .expect("get")
+            .expect("present")
+            .version,
+        vx,
+        "a failed txn does not touch versions"
+    );
+    // Correct versions: everything applies.
+    let ok = Txn::new()
+        .when_version("cas/x", vx)
+        .when_version("cas/y", vx)
+        .put("cas/x", "1")
+        .put("cas/y", "1")
+        .put("cas/z", "1");
+    assert!(must_txn(store, ok).await, "all compares hold: txn applies");
+    for key in ["cas/x", "cas/y", "cas/z"] {
+        assert_eq!(value_of(store, key).await, Some(Bytes::from_static(b"1")));
+    }
+    // The old version is now stale.
+    assert!(
+        !must_txn(
+            store,
+            Txn::new().when_version("cas/x", vx).put("cas/x", "2")
+        )
+        .await
+    );
+    assert_eq!(
+        value_of(store, "cas/x").await,
+        Some(Bytes::from_static(b"1"))
+    );
+    // A version compare on an absent key fails unless it expects version 0.
+    assert!(
+        !must_txn(
+            store,
+            Txn::new().when_version("cas/none", 1).put("cas/none", "1")
+        )
+        .await
+    );
+    assert!(
+        must_txn(
+            store,
+            Txn::new().when_version("cas/none", 0).put("cas/none", "1")
+        )
+        .await
+    );
+    // Compare-only txn: true iff compares hold, changes nothing.
+    let vz = store
+        .get("cas/z")
+        .await
+        .expect("get")
+        .expect("present")
+        .version;
+    assert!(must_txn(store, Txn::new().when_version("cas/z", vz)).await);
+    assert!(!must_txn(store, Txn::new().when_absent("cas/z")).await);
+}
+
+async fn absent_compare(store: &dyn MetaStore) {
+    let create = || Txn::new().when_absent("abs/k").put("abs/k", "first");
+    assert!(
+        must_txn(store, create()).await,
+        "absent key: create succeeds"
+    );
+    assert!(
+        !must_txn(
+            store,
+            Txn::new().when_absent("abs/k").put("abs/k", "second")
+        )
+        .await
+    );
+    assert_eq!(
+        value_of(store, "abs/k").await,
+        Some(Bytes::from_static(b"first"))
+    );
+    // Absent compare with ops on other keys: all or nothing too.
+    let mixed = Txn::new()
+        .when(Compare::Absent {
+            key: "abs/k".into(),
+        })
+        .put("abs/other", "x");
+    assert!(!must_txn(store, mixed).await);
+    assert_eq!(value_of(store, "abs/other").await, None);
+}
+
+async fn delete(store: &dyn MetaStore) {
+    assert!(must_txn(store, Txn::new().put("del/a", "a").put("del/b", "b")).await);
+    assert!(must_txn(store, Txn::new().delete("del/a")).await);
+    assert_eq!(value_of(store, "del/a").await, None);
+    assert_eq!(
+        value_of(store, "del/b").await,
+        Some(Bytes::from_static(b"b"))
+    );
+    let keys: Vec<String> = store
+        .list("del/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(keys, ["del/b"], "deleted keys vanish from list");
+    assert!(
+        must_txn(store, Txn::new().delete("del/never")).await,
+        "deleting an absent key is fine"
+    );
+    // A deleted key is absent again for compares, and recreating it gives a fresh, higher version.
+    let vb = store
+        .get("del/b")
+        .await
+        .expect("get")
+        .expect("present")
+        .version;
+    assert!(must_txn(store, Txn::new().when_absent("del/a").put("del/a", "again")).await);
+    let va = store
+        .get("del/a")
+        .await
+        .expect("get")
+        .expect("present")
+        .version;
+    assert!(va > vb);
+}
+
+async fn limits(store: &dyn MetaStore) {
+    let mut txn = Txn::new();
+    for i in 0..=crate::MAX_TXN_OPS {
+        txn = txn.put(format!("lim/{i:04}"), "x");
+    }
+    assert!(
+        store.txn(txn).await.is_err(),
+        "more than MAX_TXN_OPS ops is rejected"
+    );
+    assert!(
+        store.list("lim/").await.expect("list").is_empty(),
+        "and nothing applied"
+    );
+    let mut txn = Txn::new();
+    for i in 0..crate::MAX_TXN_OPS {
+        txn = txn.put(format!("lim/{i:04}"), "x");
+    }
+    assert!(
+        must_txn(store, txn).await,
+        "exactly MAX_TXN_OPS ops is accepted"
+    );
+    assert_eq!(
+        store.list("lim/").await.expect("list").len(),
+        crate::MAX_TXN_OPS
+    );
+    let twice = Txn::new().put("lim/dup", "1").delete("lim/dup");
+    assert!(
+        store.txn(twice).await.is_err(),
+        "a key written twice in one txn is rejected"
+    );
+    assert_eq!(value_of(store, "lim/dup").await, None);
+}
+
+const TASKS: usize = 20;
+const INCREMENTS_PER_TASK: usize = 5;
+
+async fn increment(store: &dyn MetaStore, key: &str) -> usize {
+    let mut conflicts = 0;
+    loop {
+        let current = store.get(key).await.expect("get");
+        let (value, txn) = match &current {
+            Some(kv) => {
+                let n: u64 = std::str::from_utf8(&kv.value)
+                    .expect("counter is utf-8")
+                    .parse()
+                    .expect("counter is a number");
+                (n + 1, Txn::new().when_version(key, kv.version))
+            }
+            None => (1, Txn::new().when_absent(key)),
+        };
+        // Let the other tasks read the same version before we write.
+        tokio::task::yield_now().await;
+        if must_txn(store, txn.put(key, value.to_string())).await {
+            return conflicts;
+        }
+        conflicts += 1;
+    }
+}
+
+async fn concurrent_increments(store: &dyn MetaStore) {
+    let key = "conc/counter";
+    let tasks = (0..TASKS).map(|_| async move {
+        let mut conflicts = 0;
+        for _ in 0..INCREMENTS_PER_TASK {
+            conflicts += increment(store, key).await;
+        }
+        conflicts
+    });
+    let conflicts: usize = futures::future::join_all(tasks).await.into_iter().sum();
+    let final_value = value_of(store, key).await.expect("counter exists");
+    assert_eq!(
+        std::str::from_utf8(&final_value).expect("utf-8"),
+        (TASKS * INCREMENTS_PER_TASK).to_string(),
+        "concurrent CAS increments lost an update"
+    );
+    assert!(
+        conflicts > 0,
+        "interleaved read-modify-write must have produced at least one failed compare"
+    );
+}

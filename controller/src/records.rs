@@ -1,0 +1,214 @@
+//! The persisted metadata records, their keys, and their JSON encoding.
+//!
+//! Every value is a JSON object whose first field is `"v": 1` (the layout version),
+//! followed by the record's fields in declaration order. Decoding rejects any other
+//! `"v"` with [`MetaError::Corrupt`] naming the key. The layouts below are pinned by
+//! golden tests (`tests/golden.rs`); changing one is a format change and needs a new
+//! `"v"` and a migration.
+//!
+//! # Keys and values (all keys below the root prefix, e.g. `/cirrus/`)
+//!
+//! | key | value |
+//! |---|---|
+//! | `cluster` | [`ClusterRecord`]: `{"v":1,"cluster_id":"<22 chars base64url>"}` |
+//! | `topics/{name}` | [`TopicRecord`]: `{"v":1,"name":…,"topic_id":"<uuid>","partitions":[{"index":0,"stream_id":1,"leader_epoch":0,"log_start_offset":0},…],"configs":{…},"created_ms":…}` |
+//! | `counters/stream_id` | [`CounterRecord`]: `{"v":1,"next":N}`, the next unallocated stream id (ids start at 1) |
+//! | `producer_ids/next` | [`CounterRecord`]: `{"v":1,"next":N}`, the next unallocated producer id (ids start at 0) |
+//! | `objects/{seq:020}` | [`ObjectRecord`]: `{"v":1,"seq":…,"key":…,"size":…,"writer":…,"committed_ms":…,"runs":[{"stream_id":…,"first_offset":…,"last_offset":…,"max_timestamp":…,"position":…,"length":…,"leader_epoch":…,"producers":[{"producer_id":…,"producer_epoch":…,"first_sequence":…,"last_sequence":…,"last_offset":…,"last_timestamp":…}]}]}` |
+//! | `index/checkpoint` | [`CheckpointRecord`]: `{"v":1,"through_seq":…,"key":…,"written_ms":…}` |
+//!
+//! `{seq:020}` is the object sequence number zero-padded to 20 digits, so key order is
+//! numeric order. Topic configs are a JSON object with keys sorted (a `BTreeMap`).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::MetaError;
+use crate::store::MAX_VALUE_BYTES;
+
+/// The layout version written into every value as `"v"`.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Relative key of the cluster record.
+pub const CLUSTER_KEY: &str = "cluster";
+/// Relative prefix of topic records.
+pub const TOPICS_PREFIX: &str = "topics/";
+/// Relative key of the stream-id counter.
+pub const STREAM_ID_COUNTER_KEY: &str = "counters/stream_id";
+/// Relative key of the producer-id counter.
+pub const PRODUCER_IDS_KEY: &str = "producer_ids/next";
+/// Relative prefix of object records.
+pub const OBJECTS_PREFIX: &str = "objects/";
+/// Relative key of the object-index checkpoint.
+pub const CHECKPOINT_KEY: &str = "index/checkpoint";
+
+/// Relative key of topic `name`.
+pub fn topic_key(name: &str) -> String {
+    format!("{TOPICS_PREFIX}{name}")
+}
+
+/// Relative key of object record `seq`: `objects/` + 20-digit zero-padded decimal.
+pub fn object_key(seq: u64) -> String {
+    format!("{OBJECTS_PREFIX}{seq:020}")
+}
+
+/// The cluster's identity, written once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// Kafka-style cluster id: 22 characters, URL-safe base64 of a random UUID.
+    pub cluster_id: String,
+}
+
+/// A topic and all its partitions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    /// Topic name (validated as Kafka does).
+    pub name: String,
+    /// Kafka topic id.
+    pub topic_id: Uuid,
+    /// Partitions, `partitions[i].index == i`.
+    pub partitions: Vec<PartitionRecord>,
+    /// Topic-level config overrides.
+    pub configs: BTreeMap<String, String>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// One partition of a topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    /// Partition index within the topic.
+    pub index: i32,
+    /// Cluster-unique stream id: the partition's identity in data objects. Never reused.
+    pub stream_id: u64,
+    /// Kafka leader epoch (the ownership epoch).
+    pub leader_epoch: i32,
+    /// First offset still readable; only moves forward.
+    pub log_start_offset: i64,
+}
+
+/// A monotone counter (`counters/stream_id`, `producer_ids/next`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterRecord {
+    /// The next unallocated value.
+    pub next: u64,
+}
+
+/// One sealed data object in the bucket, committed by one metadata write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// Commit sequence number; object records are totally ordered by it.
+    pub seq: u64,
+    /// Object-store key of the data object.
+    pub key: String,
+    /// Size of the object in bytes.
+    pub size: u64,
+    /// Identity of the writer (broker id / incarnation).
+    pub writer: String,
+    /// Commit time, milliseconds since the Unix epoch.
+    pub committed_ms: i64,
+    /// The contiguous runs of batches the object holds, one per stream at most.
+    pub runs: Vec<RunRecord>,
+}
+
+/// A contiguous range of one stream's batches inside an object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The partition's stream id.
+    pub stream_id: u64,
+    /// First offset in the run.
+    pub first_offset: i64,
+    /// Last offset in the run (inclusive).
+    pub last_offset: i64,
+    /// Largest record timestamp in the run.
+    pub max_timestamp: i64,
+    /// Byte position of the run inside the object.
+    pub position: u64,
+    /// Byte length of the run.
+    pub length: u64,
+    /// Leader epoch the batches were written under.
+    pub leader_epoch: i32,
+    /// The last batch of each idempotent producer within this run.
+    pub producers: Vec<ProducerRecord>,
+}
+
+/// The last batch of one producer within a run, enough to rebuild idempotence state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerRecord {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub producer_epoch: i16,
+    /// First sequence of the producer's last batch in the run.
+    pub first_sequence: i32,
+    /// Last sequence of that batch.
+    pub last_sequence: i32,
+    /// Offset of the last record of that batch.
+    pub last_offset: i64,
+    /// Max timestamp of that batch.
+    pub last_timestamp: i64,
+}
+
+/// A checkpoint of the object index: a blob in the bucket that summarises every
+/// object record with `seq <= through_seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    /// Every object record with `seq <= through_seq` is covered by the blob, and
+    /// readers ignore such records if any remain.
+    pub through_seq: u64,
+    /// Object-store key of the checkpoint blob.
+    pub key: String,
+    /// Time the checkpoint was written, milliseconds since the Unix epoch.
+    pub written_ms: i64,
+}
+
+#[derive(Serialize)]
+struct VersionedRef<'a, T> {
+    v: u32,
+    #[serde(flatten)]
+    record: &'a T,
+}
+
+#[derive(Deserialize)]
+struct Versioned<T> {
+    v: u32,
+    #[serde(flatten)]
+    record: T,
+}
+
+/// Encodes `record` as its versioned JSON value, refusing values of
+/// [`MAX_VALUE_BYTES`] or more. `key` is only used in the error message.
+pub fn encode<T: Serialize>(key: &str, record: &T) -> Result<Bytes, MetaError> {
+    let json = serde_json::to_vec(&VersionedRef {
+        v: RECORD_VERSION,
+        record,
+    })
+    .map_err(|e| MetaError::InvalidArgument(format!("cannot encode value for {key:?}: {e}")))?;
+    if json.len() >= MAX_VALUE_BYTES {
+        return Err(MetaError::TooLarge(format!(
+            "value for key {key:?} would be {} bytes, values must be smaller than {MAX_VALUE_BYTES}",
+            json.len()
+        )));
+    }
+    Ok(Bytes::from(json))
+}
+
+/// Decodes a versioned JSON value stored at `key`.
+pub fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, MetaError> {
+    let versioned: Versioned<T> =
+        serde_json::from_slice(value).map_err(|e| MetaError::corrupt(key, e))?;
+    if versioned.v != RECORD_VERSION {
+        return Err(MetaError::corrupt(
+            key,
+            format!(
+                "unsupported layout version \"v\": {} (this build reads {RECORD_VERSION})",
+                versioned.v
+            ),
+        ));
+    }
+    Ok(versioned.record)
+}
