@@ -764,10 +764,10 @@ impl LogManager {
                 tracing::warn!(error = %e, "WAL trim failed; will retry at the next commit");
             }
             tracing::debug!(key = %sealed.key, size = sealed.object.size, runs = sealed.object.index.len(), "object committed");
-            if sealed.seq >= *lock(&self.last_checkpoint_seq) + CHECKPOINT_EVERY_OBJECTS {
-                if let Err(e) = self.write_checkpoint(sealed.seq).await {
-                    tracing::warn!(error = %e, "index checkpoint failed; will retry later");
-                }
+            if sealed.seq >= *lock(&self.last_checkpoint_seq) + CHECKPOINT_EVERY_OBJECTS
+                && let Err(e) = self.write_checkpoint(sealed.seq).await
+            {
+                tracing::warn!(error = %e, "index checkpoint failed; will retry later");
             }
         }
     }

@@ -37,7 +37,6 @@ pub struct RunLocation {
 pub(crate) struct TailBatch {
     pub(crate) base_offset: i64,
     pub(crate) last_offset: i64,
-    pub(crate) max_timestamp: i64,
     pub(crate) bytes: Bytes,
     pub(crate) committed: bool,
 }
@@ -107,6 +106,7 @@ pub struct Partition {
 }
 
 impl Partition {
+    #[allow(clippy::too_many_arguments)] // plain data, all needed, named at the one call site
     pub fn new(
         topic: Arc<str>,
         topic_id: uuid::Uuid,
@@ -249,7 +249,6 @@ impl PartitionState {
         self.tail.push_back(TailBatch {
             base_offset: header.base_offset,
             last_offset: last,
-            max_timestamp: header.max_timestamp,
             bytes,
             committed: false,
         });
@@ -316,25 +315,25 @@ impl PartitionState {
         if offset == self.high_watermark {
             return Ok(ReadPlan::Empty);
         }
-        if let Some(front) = self.tail.front() {
-            if front.base_offset <= offset {
-                let mut out = Vec::new();
-                let mut size = 0usize;
-                for b in self.tail.iter() {
-                    if b.last_offset < offset {
-                        continue;
-                    }
-                    if b.base_offset >= self.high_watermark {
-                        break;
-                    }
-                    if !out.is_empty() && size + b.bytes.len() > max_bytes {
-                        break;
-                    }
-                    size += b.bytes.len();
-                    out.push(b.bytes.clone());
+        if let Some(front) = self.tail.front()
+            && front.base_offset <= offset
+        {
+            let mut out = Vec::new();
+            let mut size = 0usize;
+            for b in self.tail.iter() {
+                if b.last_offset < offset {
+                    continue;
                 }
-                return Ok(ReadPlan::Tail(out));
+                if b.base_offset >= self.high_watermark {
+                    break;
+                }
+                if !out.is_empty() && size + b.bytes.len() > max_bytes {
+                    break;
+                }
+                size += b.bytes.len();
+                out.push(b.bytes.clone());
             }
+            return Ok(ReadPlan::Tail(out));
         }
         match self.runs.range(..=offset).next_back() {
             Some((_, run)) if run.last_offset >= offset => Ok(ReadPlan::Object(run.clone())),

@@ -13,17 +13,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::handlers::{self, Ctx};
 
-/// A response still being produced: resolves to the encoded frame, or None when no
-/// response is due (Produce with acks=0).
-pub type PendingResponse = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+/// A response still being produced: resolves to the encoded frame, None when no
+/// response is due (Produce with acks=0), or an error that closes the connection (a
+/// response that cannot be encoded: better a reconnect than a client waiting forever).
+pub type PendingResponse = Pin<Box<dyn Future<Output = Result<Option<Bytes>, String>> + Send>>;
 
 /// Responses queued per connection before the reader stops reading.
 const MAX_PIPELINED: usize = 64;
@@ -82,8 +84,13 @@ async fn handle_connection(
     let writer_task = tokio::spawn(async move {
         let mut writer = BufWriter::new(writer);
         while let Some(pending) = rx.recv().await {
-            if let Some(frame) = pending.await {
-                writer.write_all(&frame).await?;
+            match pending.await {
+                Ok(Some(frame)) => writer.write_all(&frame).await?,
+                Ok(None) => {}
+                Err(e) => {
+                    writer.flush().await?;
+                    return Err(std::io::Error::other(e));
+                }
             }
             if rx.is_empty() {
                 writer.flush().await?;
@@ -126,36 +133,80 @@ async fn handle_connection(
     }
 }
 
-/// Decodes one request frame and runs its handler.
-async fn dispatch_frame(ctx: &Arc<Ctx>, mut frame: Bytes) -> Result<PendingResponse, ConnError> {
+/// A request frame that decoded completely.
+#[derive(Debug)]
+pub struct DecodedRequest {
+    pub key: ApiKey,
+    pub header: RequestHeader,
+    pub body: RequestKind,
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug)]
+pub enum DecodeFailure {
+    /// ApiVersions at a version this broker does not know: answered with v0 and
+    /// UNSUPPORTED_VERSION, as Kafka does, so the client can retry.
+    ApiVersionsUnsupported { correlation_id: i32 },
+    /// Anything else: the connection is closed.
+    Malformed(String),
+}
+
+/// Decodes a request frame (without its length prefix): header, then body, for the
+/// APIs and versions this broker implements. Never panics on any input; this is the
+/// function the request-decoding fuzz target drives.
+pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeFailure> {
+    if frame.len() < 8 {
+        return Err(DecodeFailure::Malformed(format!(
+            "frame of {} bytes is shorter than a request header",
+            frame.len()
+        )));
+    }
     let api_key = frame.slice(0..2).get_i16();
     let api_version = frame.slice(2..4).get_i16();
     let correlation_id = frame.slice(4..8).get_i32();
     let Ok(key) = ApiKey::try_from(api_key) else {
-        return Err(ConnError::Malformed(format!("unknown api key {api_key}")));
+        return Err(DecodeFailure::Malformed(format!(
+            "unknown api key {api_key}"
+        )));
     };
     let Some(range) = handlers::supported(key) else {
-        return Err(ConnError::Malformed(format!(
+        return Err(DecodeFailure::Malformed(format!(
             "api {key:?} is not supported"
         )));
     };
     if api_version < range.0 || api_version > range.1 {
         if key == ApiKey::ApiVersions {
-            // Kafka answers an unknown ApiVersions version with v0 and UNSUPPORTED_VERSION,
-            // so the client can retry with a version both sides know.
-            let body = handlers::api_versions_unsupported();
-            return Ok(ready(encode_response(key, 0, correlation_id, &body)));
+            return Err(DecodeFailure::ApiVersionsUnsupported { correlation_id });
         }
-        return Err(ConnError::Malformed(format!(
+        return Err(DecodeFailure::Malformed(format!(
             "{key:?} v{api_version} is not supported"
         )));
     }
     let header_version = key.request_header_version(api_version);
     let header = decode_guarded(|| RequestHeader::decode(&mut frame, header_version))
-        .map_err(|e| ConnError::Malformed(format!("{key:?} header: {e}")))?;
-    handlers::handle(ctx, key, header, frame)
-        .await
-        .map_err(ConnError::Malformed)
+        .map_err(|e| DecodeFailure::Malformed(format!("{key:?} header: {e}")))?;
+    let body = decode_guarded(|| RequestKind::decode(key, &mut frame, api_version))
+        .map_err(|e| DecodeFailure::Malformed(format!("{key:?} v{api_version}: {e}")))?;
+    Ok(DecodedRequest { key, header, body })
+}
+
+/// Decodes one request frame and runs its handler.
+async fn dispatch_frame(ctx: &Arc<Ctx>, frame: Bytes) -> Result<PendingResponse, ConnError> {
+    match decode_request(frame) {
+        Ok(req) => handlers::handle(ctx, req)
+            .await
+            .map_err(ConnError::Malformed),
+        Err(DecodeFailure::ApiVersionsUnsupported { correlation_id }) => {
+            let body = handlers::api_versions_unsupported();
+            Ok(ready(encode_response(
+                ApiKey::ApiVersions,
+                0,
+                correlation_id,
+                &body,
+            )))
+        }
+        Err(DecodeFailure::Malformed(m)) => Err(ConnError::Malformed(m)),
+    }
 }
 
 /// Runs a decoder, turning a panic on hostile bytes into an error.
@@ -167,7 +218,7 @@ pub fn decode_guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, Str
     }
 }
 
-pub fn ready(frame: Option<Bytes>) -> PendingResponse {
+pub fn ready(frame: Result<Option<Bytes>, String>) -> PendingResponse {
     Box::pin(std::future::ready(frame))
 }
 
@@ -177,7 +228,7 @@ pub fn encode_response<T: Encodable>(
     version: i16,
     correlation_id: i32,
     body: &T,
-) -> Option<Bytes> {
+) -> Result<Option<Bytes>, String> {
     let header_version = key.response_header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let mut buf = BytesMut::with_capacity(64);
@@ -186,10 +237,10 @@ pub fn encode_response<T: Encodable>(
         .encode(&mut buf, header_version)
         .and_then(|_| body.encode(&mut buf, version))
     {
-        tracing::error!(error = %e, ?key, version, "cannot encode response");
-        return None;
+        tracing::error!(error = %e, ?key, version, "cannot encode response; closing the connection");
+        return Err(format!("cannot encode {key:?} v{version} response: {e}"));
     }
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
-    Some(buf.freeze())
+    Ok(Some(buf.freeze()))
 }

@@ -59,15 +59,11 @@ pub fn validate(configs: &BTreeMap<String, String>) -> Result<()> {
                     return Err(bad("must be between 1024 and 1073741824"));
                 }
             }
-            "cleanup.policy" => {
-                if value != "delete" {
-                    return Err(bad("only cleanup.policy=delete is supported so far"));
-                }
+            "cleanup.policy" if value != "delete" => {
+                return Err(bad("only cleanup.policy=delete is supported so far"));
             }
-            "message.timestamp.type" => {
-                if value != "CreateTime" {
-                    return Err(bad("only CreateTime is supported so far"));
-                }
+            "message.timestamp.type" if value != "CreateTime" => {
+                return Err(bad("only CreateTime is supported so far"));
             }
             "retention.ms"
             | "retention.bytes"

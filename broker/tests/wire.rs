@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Wire-level tests of the Kafka gateway on a real socket: requests are encoded with
 //! the kafka-protocol crate (a client's view), so these check exact error codes that
 //! client libraries hide. End-to-end tests with real client libraries live in tests/e2e.
@@ -423,5 +424,158 @@ async fn malformed_frames_close_only_their_connection() {
     }
     let resp = good.send(3, &ApiVersionsRequest::default()).await;
     assert_eq!(resp.error_code, 0);
+    broker.shutdown().await.unwrap();
+}
+
+/// Every API answers at every version it advertises (a response field set outside its
+/// version would make the encoder fail and the client wait).
+#[tokio::test]
+async fn every_advertised_version_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "v", 1).await, 0);
+    assert_eq!(
+        produce_result(&c.send(9, &produce_req("v", 0, records(2, None, 7))).await),
+        (0, 0)
+    );
+    let name = |s: &str| TopicName(StrBytes::from_string(s.into()));
+    for api in c.send(3, &ApiVersionsRequest::default()).await.api_keys {
+        let key = ApiKey::try_from(api.api_key).unwrap();
+        for v in api.min_version..=api.max_version {
+            let ok = match key {
+                ApiKey::ApiVersions => {
+                    c.send(v, &ApiVersionsRequest::default()).await.error_code == 0
+                }
+                ApiKey::Produce => {
+                    c.send(v, &produce_req("v", 0, records(1, None, 9)))
+                        .await
+                        .responses[0]
+                        .partition_responses[0]
+                        .error_code
+                        == 0
+                }
+                ApiKey::Fetch => {
+                    let mut req = fetch_req("v", 0, 0, 0);
+                    if v >= 13 {
+                        let md = c
+                            .send(12, &MetadataRequest::default().with_topics(None))
+                            .await;
+                        req.topics[0].topic_id = md
+                            .topics
+                            .iter()
+                            .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some("v"))
+                            .unwrap()
+                            .topic_id;
+                    }
+                    let resp = c.send(v, &req).await;
+                    resp.responses[0].partitions[0].error_code == 0
+                        && resp.responses[0].partitions[0]
+                            .records
+                            .as_ref()
+                            .is_some_and(|r| !r.is_empty())
+                }
+                ApiKey::ListOffsets => {
+                    let req = ListOffsetsRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_topics(vec![
+                            list_offsets_request::ListOffsetsTopic::default()
+                                .with_name(name("v"))
+                                .with_partitions(vec![
+                                    list_offsets_request::ListOffsetsPartition::default()
+                                        .with_partition_index(0)
+                                        .with_timestamp(-1),
+                                ]),
+                        ]);
+                    c.send(v, &req).await.topics[0].partitions[0].offset >= 2
+                }
+                ApiKey::Metadata => {
+                    let req = MetadataRequest::default().with_topics(if v == 0 {
+                        Some(vec![])
+                    } else {
+                        None
+                    });
+                    c.send(v, &req)
+                        .await
+                        .topics
+                        .iter()
+                        .any(|t| t.name.as_ref().map(|n| n.as_str()) == Some("v"))
+                }
+                ApiKey::CreateTopics => {
+                    let req = CreateTopicsRequest::default()
+                        .with_timeout_ms(1000)
+                        .with_topics(vec![
+                            create_topics_request::CreatableTopic::default()
+                                .with_name(name(&format!("ct{v}")))
+                                .with_num_partitions(1)
+                                .with_replication_factor(1),
+                        ]);
+                    c.send(v, &req).await.topics[0].error_code == 0
+                }
+                ApiKey::DeleteTopics => {
+                    assert_eq!(create_topic(&mut c, &format!("dt{v}"), 1).await, 0);
+                    let req = if v >= 6 {
+                        DeleteTopicsRequest::default().with_topics(vec![
+                            delete_topics_request::DeleteTopicState::default()
+                                .with_name(Some(name(&format!("dt{v}")))),
+                        ])
+                    } else {
+                        DeleteTopicsRequest::default()
+                            .with_topic_names(vec![name(&format!("dt{v}"))])
+                    };
+                    c.send(v, &req).await.responses[0].error_code == 0
+                }
+                ApiKey::CreatePartitions => {
+                    assert_eq!(create_topic(&mut c, &format!("cp{v}"), 1).await, 0);
+                    let req = CreatePartitionsRequest::default()
+                        .with_timeout_ms(1000)
+                        .with_topics(vec![
+                            create_partitions_request::CreatePartitionsTopic::default()
+                                .with_name(name(&format!("cp{v}")))
+                                .with_count(3),
+                        ]);
+                    c.send(v, &req).await.results[0].error_code == 0
+                }
+                ApiKey::DescribeConfigs => {
+                    let req = DescribeConfigsRequest::default().with_resources(vec![
+                        describe_configs_request::DescribeConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_static_str("v")),
+                    ]);
+                    let resp = c.send(v, &req).await;
+                    resp.results[0].error_code == 0
+                        && resp.results[0]
+                            .configs
+                            .iter()
+                            .any(|c| c.name.as_str() == "cleanup.policy")
+                }
+                ApiKey::DescribeCluster => {
+                    c.send(v, &DescribeClusterRequest::default())
+                        .await
+                        .brokers
+                        .len()
+                        == 1
+                }
+                ApiKey::OffsetForLeaderEpoch => {
+                    let req = OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderTopic::default().with_topic(name("v")).with_partitions(vec![
+                            offset_for_leader_epoch_request::OffsetForLeaderPartition::default().with_partition(0).with_current_leader_epoch(-1).with_leader_epoch(0),
+                        ]),
+                    ]);
+                    c.send(v, &req).await.topics[0].partitions[0].end_offset >= 2
+                }
+                ApiKey::InitProducerId => {
+                    let req = InitProducerIdRequest::default()
+                        .with_transactional_id(None)
+                        .with_transaction_timeout_ms(1000)
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1);
+                    c.send(v, &req).await.error_code == 0
+                }
+                other => panic!("advertised API {other:?} has no case in this test"),
+            };
+            assert!(ok, "{key:?} v{v} answered with an unexpected result");
+        }
+    }
     broker.shutdown().await.unwrap();
 }

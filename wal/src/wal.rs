@@ -196,6 +196,7 @@ impl Wal {
             pos,
             buf: Vec::with_capacity(BATCH_MAX_BYTES as usize),
             exited: exited_tx,
+            roll_requested: false,
         };
         std::thread::Builder::new()
             .name("cirrus-wal-writer".into())
@@ -372,8 +373,17 @@ impl Wal {
     /// failed.
     pub async fn close(&self) -> Result<(), WalError> {
         let shared = &*self.inner.shared;
-        shared.lock().closing = true;
+        let fully_trimmed = {
+            let mut st = shared.lock();
+            st.closing = true;
+            st.trimmed_through + 1 >= st.next_lsn
+        };
         shared.space.notify_waiters();
+        // Everything is trimmed: roll so the old active segment is deleted and a
+        // clean shutdown leaves an (almost) empty WAL directory behind.
+        if fully_trimmed {
+            let _ = self.inner.tx.send(Msg::Roll);
+        }
         // Fails only if the writer already stopped taking messages.
         let _ = self.inner.tx.send(Msg::Close);
         let mut exited = self.inner.exited.clone();

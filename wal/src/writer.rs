@@ -32,6 +32,9 @@ pub(crate) enum Msg {
     Append(AppendReq),
     /// Stop accepting, flush what is queued, exit.
     Close,
+    /// Start a new segment if the active one holds records, so that a fully trimmed
+    /// active segment can be deleted (sent by `close` when everything is trimmed).
+    Roll,
 }
 
 pub(crate) struct AppendReq {
@@ -60,6 +63,8 @@ pub(crate) struct Writer {
     pub(crate) pos: u64,
     pub(crate) buf: Vec<u8>,
     pub(crate) exited: watch::Sender<bool>,
+    /// A [`Msg::Roll`] arrived and is handled once the current batch is written.
+    pub(crate) roll_requested: bool,
 }
 
 impl Writer {
@@ -75,6 +80,13 @@ impl Writer {
                 }
             }
             if batch.is_empty() {
+                if std::mem::take(&mut self.roll_requested)
+                    && self.seg_records > 0
+                    && let Err(e) = self.roll()
+                {
+                    self.fail(e, batch);
+                    return;
+                }
                 continue;
             }
             if let Err(e) = self.commit(&mut batch) {
@@ -94,6 +106,7 @@ impl Writer {
             }
             // Appends already queued are still delivered by recv and written.
             Msg::Close => self.rx.close(),
+            Msg::Roll => self.roll_requested = true,
         }
     }
 

@@ -126,6 +126,7 @@ pub(super) async fn metadata(
 
 pub(super) async fn create_topics(
     ctx: &Arc<Ctx>,
+    version: i16,
     req: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
@@ -163,6 +164,8 @@ pub(super) async fn create_topics(
         .await;
         let base = CreatableTopicResult::default().with_name(t.name.clone());
         results.push(match outcome {
+            // The topic's details are part of the response from v5 on.
+            Ok(_) if version < 5 => base,
             Ok((topic, partitions)) => base
                 .with_topic_id(topic.id)
                 .with_num_partitions(partitions)
@@ -180,9 +183,7 @@ pub(super) async fn create_topics(
                 )),
             Err(e) => base
                 .with_error_code(e.code())
-                .with_error_message(Some(str_bytes(&e.to_string())))
-                .with_num_partitions(-1)
-                .with_replication_factor(-1),
+                .with_error_message(Some(str_bytes(&e.to_string()))),
         });
     }
     CreateTopicsResponse::default().with_topics(results)
@@ -239,7 +240,7 @@ pub(super) async fn create_partitions(
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
-        let result = if t.assignments.is_some() {
+        let result = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
             Err(BrokerError::InvalidRequest(
                 "manual replica assignments are not supported".into(),
             ))
@@ -357,6 +358,7 @@ pub(super) fn describe_configs(
                 Ok(list) => {
                     let wanted: Option<Vec<String>> = r
                         .configuration_keys
+                        .filter(|k| !k.is_empty())
                         .map(|k| k.iter().map(|s| s.as_str().to_string()).collect());
                     base.with_configs(
                         list.into_iter()

@@ -148,7 +148,11 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub(super) async fn list_offsets(ctx: &Arc<Ctx>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub(super) async fn list_offsets(
+    ctx: &Arc<Ctx>,
+    version: i16,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
@@ -185,10 +189,15 @@ pub(super) async fn list_offsets(ctx: &Arc<Ctx>, req: ListOffsetsRequest) -> Lis
             }
             .await;
             partitions.push(match answer {
-                Ok((offset, timestamp, epoch)) => base
-                    .with_offset(offset)
-                    .with_timestamp(timestamp)
-                    .with_leader_epoch(epoch),
+                Ok((offset, timestamp, epoch)) => {
+                    let base = base.with_offset(offset).with_timestamp(timestamp);
+                    // leader_epoch exists from v4 on.
+                    if version >= 4 {
+                        base.with_leader_epoch(epoch)
+                    } else {
+                        base
+                    }
+                }
                 Err(e) => base
                     .with_error_code(e.code())
                     .with_offset(-1)

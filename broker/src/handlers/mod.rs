@@ -8,15 +8,14 @@ mod produce;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
 use crate::config::Settings;
 use crate::log::LogManager;
-use crate::server::{PendingResponse, decode_guarded, encode_response, ready};
+use crate::server::{DecodedRequest, PendingResponse, encode_response, ready};
 
 /// What every handler can reach.
 #[derive(Debug)]
@@ -82,76 +81,34 @@ pub fn api_versions_unsupported() -> ApiVersionsResponse {
         .with_api_keys(api_keys())
 }
 
-/// Decodes the body for `key`, runs its handler, and encodes the response.
-pub async fn handle(
-    ctx: &Arc<Ctx>,
-    key: ApiKey,
-    header: RequestHeader,
-    mut body: Bytes,
-) -> Result<PendingResponse, String> {
+/// Runs the handler of a decoded request and encodes the response.
+pub async fn handle(ctx: &Arc<Ctx>, req: DecodedRequest) -> Result<PendingResponse, String> {
+    let DecodedRequest { key, header, body } = req;
     let v = header.request_api_version;
     let cid = header.correlation_id;
-    macro_rules! decode {
-        ($t:ty) => {
-            decode_guarded(|| <$t>::decode(&mut body, v))
-                .map_err(|e| format!("{key:?} v{v}: {e}"))?
-        };
-    }
     macro_rules! respond {
         ($resp:expr) => {
             Ok(ready(encode_response(key, v, cid, &$resp)))
         };
     }
-    match key {
-        ApiKey::ApiVersions => {
-            let _ = decode!(ApiVersionsRequest);
+    match body {
+        RequestKind::ApiVersions(_) => {
             respond!(ApiVersionsResponse::default().with_api_keys(api_keys()))
         }
-        ApiKey::Produce => {
-            let req = decode!(ProduceRequest);
-            Ok(produce::handle(ctx, v, cid, req).await)
-        }
-        ApiKey::Fetch => {
-            let req = decode!(FetchRequest);
-            respond!(fetch::handle(ctx, v, req).await)
-        }
-        ApiKey::ListOffsets => {
-            let req = decode!(ListOffsetsRequest);
-            respond!(fetch::list_offsets(ctx, req).await)
-        }
-        ApiKey::OffsetForLeaderEpoch => {
-            let req = decode!(OffsetForLeaderEpochRequest);
+        RequestKind::Produce(req) => Ok(produce::handle(ctx, v, cid, req).await),
+        RequestKind::Fetch(req) => respond!(fetch::handle(ctx, v, req).await),
+        RequestKind::ListOffsets(req) => respond!(fetch::list_offsets(ctx, v, req).await),
+        RequestKind::OffsetForLeaderEpoch(req) => {
             respond!(fetch::offset_for_leader_epoch(ctx, req))
         }
-        ApiKey::Metadata => {
-            let req = decode!(MetadataRequest);
-            respond!(admin::metadata(ctx, v, req).await)
-        }
-        ApiKey::CreateTopics => {
-            let req = decode!(CreateTopicsRequest);
-            respond!(admin::create_topics(ctx, req).await)
-        }
-        ApiKey::DeleteTopics => {
-            let req = decode!(DeleteTopicsRequest);
-            respond!(admin::delete_topics(ctx, v, req).await)
-        }
-        ApiKey::CreatePartitions => {
-            let req = decode!(CreatePartitionsRequest);
-            respond!(admin::create_partitions(ctx, req).await)
-        }
-        ApiKey::DescribeConfigs => {
-            let req = decode!(DescribeConfigsRequest);
-            respond!(admin::describe_configs(ctx, req))
-        }
-        ApiKey::DescribeCluster => {
-            let _ = decode!(DescribeClusterRequest);
-            respond!(admin::describe_cluster(ctx))
-        }
-        ApiKey::InitProducerId => {
-            let req = decode!(InitProducerIdRequest);
-            respond!(admin::init_producer_id(ctx, req).await)
-        }
-        other => Err(format!("api {other:?} is not supported")),
+        RequestKind::Metadata(req) => respond!(admin::metadata(ctx, v, req).await),
+        RequestKind::CreateTopics(req) => respond!(admin::create_topics(ctx, v, req).await),
+        RequestKind::DeleteTopics(req) => respond!(admin::delete_topics(ctx, v, req).await),
+        RequestKind::CreatePartitions(req) => respond!(admin::create_partitions(ctx, req).await),
+        RequestKind::DescribeConfigs(req) => respond!(admin::describe_configs(ctx, req)),
+        RequestKind::DescribeCluster(_) => respond!(admin::describe_cluster(ctx)),
+        RequestKind::InitProducerId(req) => respond!(admin::init_producer_id(ctx, req).await),
+        _ => Err(format!("api {key:?} is not supported")),
     }
 }
 

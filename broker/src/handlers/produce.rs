@@ -28,10 +28,12 @@ pub(super) async fn handle(
             &req,
             BrokerError::InvalidRequest("transactions are not supported".into()),
         );
+        let acks = req.acks;
         return Box::pin(async move {
-            (req.acks != 0)
-                .then(|| encode_response(ApiKey::Produce, version, correlation_id, &resp))
-                .flatten()
+            if acks == 0 {
+                return Ok(None);
+            }
+            encode_response(ApiKey::Produce, version, correlation_id, &resp)
         });
     }
     let acks = req.acks;
@@ -113,7 +115,7 @@ pub(super) async fn handle(
             );
         }
         if acks == 0 {
-            return None;
+            return Ok(None);
         }
         let resp = ProduceResponse::default().with_responses(responses);
         encode_response(ApiKey::Produce, version, correlation_id, &resp)

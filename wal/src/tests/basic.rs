@@ -219,9 +219,9 @@ async fn lsn_continues_after_restart() {
     }
     std::fs::remove_file(dir.join(format::TRIM_FILE)).unwrap();
     let (wal, rec) = reopen(dir).await;
-    // Without the trim file only whole segments are known trimmed: record 10
-    // sits in the active segment and comes back (at-least-once).
-    assert_eq!(rec.records, expected(10..=10));
+    // A clean close after a full trim rolled the active segment away, so even
+    // without the trim file nothing comes back, and lsns do not restart.
+    assert!(rec.records.is_empty());
     assert_eq!(wal.append(0, vec![]).await.unwrap(), Lsn(11));
 }
 
@@ -478,10 +478,14 @@ async fn lost_trimmed_tail_does_not_reuse_lsns() {
     // trimmed, then lost to damage): the next lsn is still 11.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (wal, _) = reopen(dir).await;
-    append_range(&wal, 1..=10).await;
-    wal.trim(Lsn(10)).unwrap();
-    wal.close().await.unwrap();
+    {
+        let (wal, _) = reopen(dir).await;
+        append_range(&wal, 1..=10).await;
+        wal.trim(Lsn(10)).unwrap();
+        // Dropped without close (a crash): no roll, the segment stays.
+    }
+    // Let the writer thread notice that every handle is gone.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let files = segment_files(dir);
     assert_eq!(files.len(), 1);
     let five: u64 = (1..=5).map(|i| frame_len(&payload(i))).sum();
@@ -530,4 +534,48 @@ fn handles_are_send_and_sync() {
     fn check<T: Send + Sync + Clone + 'static>() {}
     check::<Wal>();
     check::<WalError>();
+}
+
+#[tokio::test]
+async fn clean_close_after_full_trim_leaves_no_records_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(opts(dir.path())).await.unwrap();
+    for i in 1..=50u64 {
+        wal.append(kind(i), parts(&payload(i))).await.unwrap();
+    }
+    wal.trim(Lsn(50)).unwrap();
+    wal.close().await.unwrap();
+    let on_disk: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(
+        on_disk <= crate::format::SEGMENT_HEADER_LEN as u64,
+        "{on_disk} bytes of segments left after a clean close"
+    );
+    let (wal, rec) = Wal::open(opts(dir.path())).await.unwrap();
+    assert!(rec.records.is_empty());
+    let next = wal.append(1, vec![Bytes::from_static(b"x")]).await.unwrap();
+    assert!(next.0 > 50, "lsns continue after the roll: {next:?}");
+    wal.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn submitted_lsns_follow_submission_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(opts(dir.path())).await.unwrap();
+    let submitted: Vec<_> = (1..=20u64)
+        .map(|i| wal.submit(kind(i), parts(&payload(i))).unwrap())
+        .collect();
+    let lsns: Vec<u64> = submitted.iter().map(|s| s.lsn().0).collect();
+    assert_eq!(lsns, (1..=20).collect::<Vec<_>>());
+    for s in submitted {
+        let lsn = s.lsn();
+        assert_eq!(s.durable().await.unwrap(), lsn);
+    }
+    wal.close().await.unwrap();
+    let (_, rec) = Wal::open(opts(dir.path())).await.unwrap();
+    assert_eq!(rec.records, expected(1..=20));
 }
