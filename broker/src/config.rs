@@ -185,6 +185,10 @@ pub struct SettingsArgs {
     #[arg(long, env = "CIRRUS_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
+    /// Inject object store latency and faults, for benchmarks and tests: none, s3-standard,
+    /// fixed:20ms, lognormal:30ms:150ms, optionally with ,per-mib:10ms and ,errors:0.01. [default: none]
+    #[arg(long, env = "CIRRUS_OBJECT_STORE_LATENCY")]
+    pub object_store_latency: Option<String>,
     /// Log format: text or json. [default: text]
     #[arg(long, env = "CIRRUS_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -213,6 +217,7 @@ pub struct Settings {
     pub max_connections: usize,
     pub max_request_bytes: u64,
     pub shutdown_timeout: Duration,
+    pub object_store_latency: Option<cirrus_storage::LatencyProfile>,
     pub log_json: bool,
 }
 
@@ -277,6 +282,7 @@ impl SettingsArgs {
             max_connections,
             max_request_bytes,
             shutdown_timeout,
+            object_store_latency,
             log_format
         )
     }
@@ -385,7 +391,13 @@ impl SettingsArgs {
         if max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
         }
+        let object_store_latency = match self.object_store_latency.as_deref() {
+            None => None,
+            Some(spec) => cirrus_storage::LatencyProfile::parse(spec)
+                .map_err(|e| invalid("object_store_latency", e.to_string()))?,
+        };
         Ok(Settings {
+            object_store_latency,
             kafka_listen,
             advertised_host,
             advertised_port,

@@ -1,4 +1,4 @@
-//! The HTTP listener for health checks (`/livez`, `/readyz`).
+//! The HTTP listener: health checks (`/livez`, `/readyz`) and Prometheus `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,11 +10,12 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Shared health state.
-#[derive(Debug, Default)]
+/// Shared state of the HTTP endpoints.
+#[derive(Debug)]
 pub struct Health {
     /// True once partitions are recovered and the Kafka listener accepts; false again while draining.
     pub ready: AtomicBool,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub async fn serve(
@@ -25,6 +26,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(health);
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
@@ -35,6 +37,18 @@ pub async fn serve(
     {
         tracing::warn!(error = %e, "http listener failed");
     }
+}
+
+async fn metrics(
+    State(health): State<Arc<Health>>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        health.metrics.encode(),
+    )
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod handlers;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod partition;
 pub mod read_cache;
 pub mod runtime;

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::batch::{self, BatchHeader, ProducedBatch};
 use crate::config::{Durability, Settings};
 use crate::error::{BrokerError, Result};
+use crate::metrics::{Metrics, TopicLabel};
 use crate::partition::{Partition, ProducerBatch, ReadPlan, RunLocation, SequenceCheck};
 use crate::read_cache::RunCache;
 use crate::topic_config;
@@ -81,6 +82,7 @@ pub struct LogManager {
     /// Every object record that is live (since the start of the index), for checkpoints.
     live_objects: std::sync::Mutex<Vec<ObjectRecord>>,
     last_checkpoint_seq: std::sync::Mutex<u64>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl LogManager {
@@ -92,6 +94,7 @@ impl LogManager {
         wal: Wal,
         recovered: Vec<WalRecord>,
         writer: String,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<LogManager>> {
         let cluster = meta.init_cluster().await?;
         let checkpoint = meta.get_checkpoint().await?;
@@ -132,6 +135,7 @@ impl LogManager {
             producer_ids: tokio::sync::Mutex::new(0..0),
             live_objects: std::sync::Mutex::new(Vec::new()),
             last_checkpoint_seq: std::sync::Mutex::new(after_seq),
+            metrics,
         });
         for record in manager.meta.list_topics().await? {
             manager.install_topic(&record);
@@ -536,6 +540,22 @@ impl LogManager {
         }
         ticket.durability = st.durability;
         ticket.log_start_offset = st.log_start_offset;
+        drop(st);
+        let label = TopicLabel {
+            topic: partition.topic.to_string(),
+        };
+        let records: u64 = batches
+            .iter()
+            .map(|b| b.header.records_count.max(0) as u64)
+            .sum();
+        self.metrics
+            .produced_bytes
+            .get_or_create(&label)
+            .inc_by(bytes);
+        self.metrics
+            .produced_records
+            .get_or_create(&label)
+            .inc_by(records);
         Ok(ticket)
     }
 
@@ -721,12 +741,17 @@ impl LogManager {
             let storage = self.storage.clone();
             let key = sealed.key.clone();
             let object = sealed.object.clone();
+            let metrics = self.metrics.clone();
             let handle = tokio::spawn(async move {
+                let started = std::time::Instant::now();
                 retry_forever("upload object", || {
                     let (storage, key, object) = (storage.clone(), key.clone(), object.clone());
                     async move { storage.put_object(&key, &object).await }
                 })
                 .await;
+                metrics
+                    .upload_seconds
+                    .observe(started.elapsed().as_secs_f64());
             });
             if upload_tx.send((sealed, handle)).await.is_err() {
                 return;
@@ -752,11 +777,19 @@ impl LogManager {
                 committed_ms: now_ms(),
                 runs: sealed.run_records(),
             };
+            let started = std::time::Instant::now();
             retry_forever("commit object", || {
                 let (meta, record) = (self.meta.clone(), record.clone());
                 async move { meta.commit_object(record, None).await }
             })
             .await;
+            self.metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics.metadata_writes.inc();
+            self.metrics.objects_committed.inc();
+            self.metrics.object_bytes_committed.inc_by(record.size);
+            self.metrics.object_size.observe(record.size as f64);
             self.apply_object(&record);
             lock(&self.live_objects).push(record);
             let through = self.uploader.mark_committed(&sealed);
@@ -800,6 +833,7 @@ impl LogManager {
             )
             .await?;
         *lock(&self.last_checkpoint_seq) = through_seq;
+        self.metrics.metadata_writes.inc();
         if let Some((prev, _)) = previous {
             // Readers load the checkpoint named in metadata; the old blob is no longer referenced.
             let _ = self

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use cirrus_controller::{EmbeddedMetaStore, Metadata};
-use cirrus_storage::{ObjectStorage, StorageOptions};
+use cirrus_storage::{InstrumentedStore, LatencyStore, ObjectStorage, StorageOptions};
 use cirrus_wal::{Wal, WalOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::handlers::Ctx;
 use crate::http::Health;
 use crate::log::LogManager;
+use crate::metrics::{Metrics, StateCollector};
 
 /// Root of every metadata key of this cluster.
 pub const META_ROOT: &str = "/cirrus/";
@@ -48,9 +49,24 @@ impl Broker {
         let store = EmbeddedMetaStore::open(&meta_path)
             .with_context(|| format!("cannot open metadata store {}", meta_path.display()))?;
         let meta = Metadata::new(Arc::new(store), META_ROOT);
-        let object_store = cirrus_storage::open_object_store(&settings.object_store, &settings.s3)
-            .with_context(|| format!("cannot open object store {}", settings.object_store))?;
-        let storage = ObjectStorage::new(object_store, StorageOptions::default());
+        let mut object_store =
+            cirrus_storage::open_object_store(&settings.object_store, &settings.s3)
+                .with_context(|| format!("cannot open object store {}", settings.object_store))?;
+        if let Some(profile) = &settings.object_store_latency {
+            tracing::warn!(
+                ?profile,
+                "object store latency injection is on (benchmarks and tests only)"
+            );
+            object_store = Arc::new(LatencyStore::new(
+                object_store,
+                profile.clone(),
+                u64::from(std::process::id()),
+            ));
+        }
+        // Stacking order: Instrumented(Latency(backend)), so injected faults count as errors.
+        let instrumented = InstrumentedStore::new(object_store);
+        let request_counter = instrumented.counter();
+        let storage = ObjectStorage::new(Arc::new(instrumented), StorageOptions::default());
         let wal_opts = WalOptions {
             dir: settings.data_dir.join("wal"),
             max_outstanding_bytes: settings.wal_max_bytes,
@@ -64,6 +80,14 @@ impl Broker {
                 "WAL had a torn tail (a write interrupted by a crash); it was truncated there");
         }
         let writer = format!("{}-{:08x}", settings.node_id, rand_u32());
+        let uploader_slot = Arc::new(std::sync::OnceLock::new());
+        let mut metrics = Metrics::new();
+        metrics.register_state(StateCollector {
+            object_store: request_counter,
+            wal: wal.clone(),
+            uploader: uploader_slot.clone(),
+        });
+        let metrics = Arc::new(metrics);
         let logs = LogManager::open(
             settings.clone(),
             meta,
@@ -71,6 +95,7 @@ impl Broker {
             wal,
             recovered.records,
             writer,
+            metrics.clone(),
         )
         .await?;
 
@@ -92,7 +117,11 @@ impl Broker {
         let (stop_serving, serving_rx) = watch::channel(false);
         let (stop_pipeline, pipeline_rx) = watch::channel(false);
         let pipeline = logs.start_pipeline(pipeline_rx.clone());
-        let health = Arc::new(Health::default());
+        let _ = uploader_slot.set(logs.uploader.clone());
+        let health = Arc::new(Health {
+            ready: Default::default(),
+            metrics,
+        });
         let ctx = Arc::new(Ctx {
             settings: settings.clone(),
             logs: logs.clone(),

@@ -193,9 +193,27 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeFailure>
 /// Decodes one request frame and runs its handler.
 async fn dispatch_frame(ctx: &Arc<Ctx>, frame: Bytes) -> Result<PendingResponse, ConnError> {
     match decode_request(frame) {
-        Ok(req) => handlers::handle(ctx, req)
-            .await
-            .map_err(ConnError::Malformed),
+        Ok(req) => {
+            let label = crate::metrics::ApiLabel {
+                api: handlers::api_name(req.key),
+            };
+            let started = std::time::Instant::now();
+            ctx.logs.metrics.requests.get_or_create(&label).inc();
+            let pending = handlers::handle(ctx, req)
+                .await
+                .map_err(ConnError::Malformed)?;
+            let histogram = ctx
+                .logs
+                .metrics
+                .request_seconds
+                .get_or_create(&label)
+                .clone();
+            Ok(Box::pin(async move {
+                let response = pending.await;
+                histogram.observe(started.elapsed().as_secs_f64());
+                response
+            }))
+        }
         Err(DecodeFailure::ApiVersionsUnsupported { correlation_id }) => {
             let body = handlers::api_versions_unsupported();
             Ok(ready(encode_response(

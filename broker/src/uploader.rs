@@ -8,7 +8,7 @@
 //! trimmed through the highest LSN below which every LSN is committed, so a crash at
 //! any point leaves every uncommitted record in the WAL.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,7 +82,8 @@ pub struct UploaderStats {
 #[derive(Debug)]
 pub struct Uploader {
     open: Mutex<OpenObject>,
-    pending: Mutex<BTreeSet<u64>>,
+    /// LSNs pushed but not yet committed, with when they were pushed.
+    pending: Mutex<BTreeMap<u64, Instant>>,
     highest_pushed: Mutex<u64>,
     wake: Notify,
     committed_lsn: watch::Sender<u64>,
@@ -97,7 +98,7 @@ impl Uploader {
     pub fn new(target_bytes: u64, flush_interval: Duration, writer: String, next_seq: u64) -> Self {
         Uploader {
             open: Mutex::new(OpenObject::default()),
-            pending: Mutex::new(BTreeSet::new()),
+            pending: Mutex::new(BTreeMap::new()),
             highest_pushed: Mutex::new(0),
             wake: Notify::new(),
             committed_lsn: watch::channel(0).0,
@@ -118,7 +119,7 @@ impl Uploader {
         header: &BatchHeader,
         bytes: Bytes,
     ) {
-        lock(&self.pending).insert(lsn);
+        lock(&self.pending).insert(lsn, Instant::now());
         {
             let mut h = lock(&self.highest_pushed);
             *h = (*h).max(lsn);
@@ -170,8 +171,8 @@ impl Uploader {
 
     /// The LSN through which the WAL may be trimmed now.
     pub fn trim_point(&self) -> u64 {
-        match lock(&self.pending).first() {
-            Some(first) => first - 1,
+        match lock(&self.pending).first_key_value() {
+            Some((first, _)) => first - 1,
             None => *lock(&self.highest_pushed),
         }
     }
@@ -248,6 +249,13 @@ impl Uploader {
     pub async fn wait_committed(&self, lsn: u64) -> bool {
         let mut rx = self.committed_lsn.subscribe();
         rx.wait_for(|c| *c >= lsn).await.is_ok()
+    }
+
+    /// How long the oldest record not yet committed has waited.
+    pub fn oldest_pending_age(&self) -> Option<Duration> {
+        lock(&self.pending)
+            .first_key_value()
+            .map(|(_, t)| t.elapsed())
     }
 
     /// True when nothing pushed is still waiting for a commit.

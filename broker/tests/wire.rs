@@ -579,3 +579,57 @@ async fn every_advertised_version_answers() {
     }
     broker.shutdown().await.unwrap();
 }
+
+/// /metrics exposes the data path: requests, committed objects, object store PUTs.
+#[tokio::test]
+async fn metrics_move_with_the_data_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "m", 1).await, 0);
+    assert_eq!(
+        produce_result(&c.send(9, &produce_req("m", 0, records(10, None, 1))).await),
+        (0, 0)
+    );
+    let scrape = |addr: std::net::SocketAddr| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // The flush interval is 50ms: wait (bounded) until the object is committed.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = scrape(broker.http_addr).await;
+        if value(&text, "cirrus_objects_committed_total") >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        value(&text, "cirrus_objects_committed_total") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, "cirrus_object_store_requests_total{kind=\"put\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, "cirrus_requests_total{api=\"Produce\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, "cirrus_produced_records_total{topic=\"m\"}") >= 10.0,
+        "{text}"
+    );
+    assert!(text.contains("cirrus_wal_outstanding_bytes"), "{text}");
+    broker.shutdown().await.unwrap();
+}

@@ -147,6 +147,21 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+
+    /// A latency-injection setting (`LatencyProfile::parse`) that cannot be used.
+    #[error(
+        "invalid latency profile {setting:?}: {part:?} {reason}; expected none, s3-standard, \
+         fixed:<duration> or lognormal:<p50>:<p99>, optionally followed by ,per-mib:<duration> \
+         and/or ,errors:<fraction 0..1> (durations like 20ms, 1.5s, 500us)"
+    )]
+    InvalidLatencyProfile {
+        /// The whole setting as given.
+        setting: String,
+        /// The part of it that is wrong.
+        part: String,
+        /// What is wrong with that part.
+        reason: String,
+    },
 }
 
 fn key_suffix(key: &Option<String>) -> String {

@@ -23,8 +23,8 @@ use object_store::{
 };
 
 use cirrus_storage::{
-    EncodedObject, ObjectBuilder, ObjectStorage, S3Options, StorageError, StorageOptions,
-    open_object_store,
+    Distribution, EncodedObject, InstrumentedStore, LatencyProfile, LatencyStore, ObjectBuilder,
+    ObjectStorage, S3Options, StorageError, StorageOptions, open_object_store,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -247,6 +247,32 @@ async fn conformance_local_filesystem() {
     let url = format!("file://{}", dir.path().join("bucket").display());
     let store = open_object_store(&url, &S3Options::default()).unwrap();
     exercise_store(&ObjectStorage::new(store, test_options())).await;
+}
+
+#[tokio::test]
+async fn conformance_through_instrumented_and_latency_wrappers() {
+    let latency = LatencyStore::new(
+        Arc::new(InMemory::new()),
+        LatencyProfile {
+            first_byte: Distribution::Fixed(Duration::ZERO),
+            per_mib: Duration::ZERO,
+            error_rate: 0.0,
+        },
+        1,
+    );
+    let instrumented = InstrumentedStore::new(Arc::new(latency));
+    let counter = instrumented.counter();
+    exercise_store(&ObjectStorage::new(Arc::new(instrumented), test_options())).await;
+    let c = counter.snapshot();
+    assert!(
+        c.put > 0 && c.get > 0 && c.list > 0 && c.delete > 0,
+        "{c:?}"
+    );
+    assert!(c.multipart_create >= 1 && c.multipart_part >= 2, "{c:?}");
+    assert_eq!(c.multipart_complete, c.multipart_create, "{c:?}");
+    assert!(c.bytes_put >= 5 * MIB && c.bytes_got >= 5 * MIB, "{c:?}");
+    // The NotFound reads at the end of the suite are errors, not throttling.
+    assert!(c.errors >= 4 && c.throttled == 0, "{c:?}");
 }
 
 #[tokio::test]

@@ -107,6 +107,15 @@ async fn fetch_once(
             {
                 Ok((records, hwm, start)) => {
                     total += records.len();
+                    if !records.is_empty() {
+                        ctx.logs
+                            .metrics
+                            .fetched_bytes
+                            .get_or_create(&crate::metrics::TopicLabel {
+                                topic: partition.topic.to_string(),
+                            })
+                            .inc_by(records.len() as u64);
+                    }
                     pd = pd
                         .with_high_watermark(hwm)
                         .with_last_stable_offset(hwm)

@@ -43,6 +43,25 @@ pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
     })
 }
 
+/// A static name per implemented API, for metric labels.
+pub fn api_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::InitProducerId => "InitProducerId",
+        _ => "other",
+    }
+}
+
 const ALL_KEYS: &[ApiKey] = &[
     ApiKey::Produce,
     ApiKey::Fetch,

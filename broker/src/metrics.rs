@@ -1,0 +1,289 @@
+//! Prometheus metrics of the broker, served on `/metrics` of the HTTP listener.
+//!
+//! Names carry the `cirrus_` prefix; counters end in `_total`, sizes are in bytes and
+//! durations in seconds, as Prometheus conventions ask. Event counters and histograms
+//! are updated where the events happen; values that already live elsewhere (object
+//! store request counts, WAL size) are read at scrape time by [`StateCollector`], so
+//! the hot path does no extra work for them.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Label of per-API series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabel {
+    pub api: &'static str,
+}
+
+/// Label of per-topic series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    pub topic: String,
+}
+
+/// Every metric the broker updates directly.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<ApiLabel, Counter>,
+    pub request_seconds: Family<ApiLabel, Histogram>,
+    pub produced_bytes: Family<TopicLabel, Counter>,
+    pub produced_records: Family<TopicLabel, Counter>,
+    pub fetched_bytes: Family<TopicLabel, Counter>,
+    pub objects_committed: Counter,
+    pub object_bytes_committed: Counter,
+    pub object_size: Histogram,
+    pub upload_seconds: Histogram,
+    pub commit_seconds: Histogram,
+    pub metadata_writes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cirrus");
+        let requests = Family::<ApiLabel, Counter>::default();
+        registry.register(
+            "requests",
+            "Kafka requests handled, by API",
+            requests.clone(),
+        );
+        let request_seconds = Family::<ApiLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
+        registry.register_with_unit(
+            "request_duration",
+            "Time from a request's arrival to its response, by API",
+            Unit::Seconds,
+            request_seconds.clone(),
+        );
+        let produced_bytes = Family::<TopicLabel, Counter>::default();
+        registry.register_with_unit(
+            "produced",
+            "Record batch bytes appended, by topic",
+            Unit::Bytes,
+            produced_bytes.clone(),
+        );
+        let produced_records = Family::<TopicLabel, Counter>::default();
+        registry.register(
+            "produced_records",
+            "Records appended, by topic",
+            produced_records.clone(),
+        );
+        let fetched_bytes = Family::<TopicLabel, Counter>::default();
+        registry.register_with_unit(
+            "fetched",
+            "Record batch bytes returned to consumers, by topic",
+            Unit::Bytes,
+            fetched_bytes.clone(),
+        );
+        let objects_committed = Counter::default();
+        registry.register(
+            "objects_committed",
+            "Data objects uploaded and committed",
+            objects_committed.clone(),
+        );
+        let object_bytes_committed = Counter::default();
+        registry.register_with_unit(
+            "object_committed",
+            "Bytes of committed data objects",
+            Unit::Bytes,
+            object_bytes_committed.clone(),
+        );
+        let object_size = Histogram::new(exponential_buckets(16_384.0, 2.0, 14));
+        registry.register_with_unit(
+            "object_size",
+            "Size of committed data objects",
+            Unit::Bytes,
+            object_size.clone(),
+        );
+        let upload_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register_with_unit(
+            "object_upload",
+            "Time to put one data object into the bucket",
+            Unit::Seconds,
+            upload_seconds.clone(),
+        );
+        let commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register_with_unit(
+            "object_commit",
+            "Time of the metadata write that commits one object",
+            Unit::Seconds,
+            commit_seconds.clone(),
+        );
+        let metadata_writes = Counter::default();
+        registry.register(
+            "metadata_writes",
+            "Transactions written to the metadata store by the data path",
+            metadata_writes.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            produced_bytes,
+            produced_records,
+            fetched_bytes,
+            objects_committed,
+            object_bytes_committed,
+            object_size,
+            upload_seconds,
+            commit_seconds,
+            metadata_writes,
+        }
+    }
+
+    /// Adds the collector of scrape-time values. Call once, before serving.
+    pub fn register_state(&mut self, collector: StateCollector) {
+        self.registry.register_collector(Box::new(collector));
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// Values read at scrape time.
+#[derive(Debug)]
+pub struct StateCollector {
+    pub object_store: cirrus_storage::RequestCounter,
+    pub wal: cirrus_wal::Wal,
+    /// Set once the log manager exists (the collector is registered before).
+    pub uploader: Arc<std::sync::OnceLock<Arc<crate::uploader::Uploader>>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+fn counter_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(&'static str, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric =
+        encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+    for (kind, v) in values {
+        let label = KindLabel { kind };
+        ConstCounter::new(*v).encode(metric.encode_family(&label)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    v: i64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(encoder.encode_descriptor(name, help, unit, g.metric_type())?)
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = self.object_store.snapshot();
+        counter_family(
+            &mut encoder,
+            "object_store_requests",
+            "Requests to the object store, by kind (multipart parts count as PUTs in S3 billing)",
+            &[
+                ("put", c.put),
+                ("get", c.get),
+                ("head", c.head),
+                ("list", c.list),
+                ("delete", c.delete),
+                ("multipart_create", c.multipart_create),
+                ("multipart_part", c.multipart_part),
+                ("multipart_complete", c.multipart_complete),
+            ],
+        )?;
+        counter_family(
+            &mut encoder,
+            "object_store_errors",
+            "Failed object store requests; throttled = 503 SlowDown / 429",
+            &[("all", c.errors), ("throttled", c.throttled)],
+        )?;
+        counter_family(
+            &mut encoder,
+            "object_store_bytes",
+            "Bytes sent to and received from the object store",
+            &[("put", c.bytes_put), ("get", c.bytes_got)],
+        )?;
+        let cost = ConstCounter::new(c.estimated_cost_usd());
+        cost.encode(encoder.encode_descriptor(
+            "object_store_estimated_cost_dollars",
+            "Request cost at S3 Standard list prices (us-east-1)",
+            None,
+            cost.metric_type(),
+        )?)?;
+        let wal = self.wal.stats();
+        gauge(
+            &mut encoder,
+            "wal_outstanding",
+            "WAL bytes not yet in a committed object",
+            Some(&Unit::Bytes),
+            wal.outstanding_bytes as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "wal_segments",
+            "WAL segment files on disk",
+            None,
+            wal.segments as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "wal_oldest_unflushed_age",
+            "Age of the oldest record not yet in a committed object",
+            Some(&Unit::Seconds),
+            self.uploader
+                .get()
+                .and_then(|u| u.oldest_pending_age())
+                .map_or(0, |d| d.as_secs() as i64),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_have_prefix_units_and_total_suffix() {
+        let m = Metrics::new();
+        m.requests.get_or_create(&ApiLabel { api: "Produce" }).inc();
+        m.objects_committed.inc_by(3);
+        let text = m.encode();
+        assert!(
+            text.contains("cirrus_requests_total{api=\"Produce\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("cirrus_objects_committed_total 3"), "{text}");
+        assert!(
+            text.contains("cirrus_object_upload_seconds_bucket"),
+            "{text}"
+        );
+    }
+}
