@@ -141,7 +141,7 @@ impl LogManager {
             manager.install_topic(&record);
         }
         for object in &objects {
-            manager.apply_object(object);
+            manager.apply_object(object, true);
         }
         *lock(&manager.live_objects) = objects;
         let replayed = manager.replay_wal(recovered)?;
@@ -205,7 +205,9 @@ impl LogManager {
     }
 
     /// Applies a committed object's runs to the partitions (at start-up and after a commit).
-    fn apply_object(&self, object: &ObjectRecord) {
+    /// `recovering`: at start-up the object's producer records rebuild idempotence state;
+    /// at run time that state is already ahead of the object and is left alone.
+    fn apply_object(&self, object: &ObjectRecord, recovering: bool) {
         let key = Arc::new(object_store::path::Path::from(object.key.as_str()));
         let streams = read(&self.streams);
         let mut moved = false;
@@ -222,7 +224,7 @@ impl LogManager {
                 last_offset: run.last_offset,
                 max_timestamp: run.max_timestamp,
             });
-            for pr in &run.producers {
+            for pr in run.producers.iter().filter(|_| recovering) {
                 st.record_producer_batch(
                     pr.producer_id,
                     pr.producer_epoch,
@@ -790,7 +792,7 @@ impl LogManager {
             self.metrics.objects_committed.inc();
             self.metrics.object_bytes_committed.inc_by(record.size);
             self.metrics.object_size.observe(record.size as f64);
-            self.apply_object(&record);
+            self.apply_object(&record, false);
             lock(&self.live_objects).push(record);
             let through = self.uploader.mark_committed(&sealed);
             if let Err(e) = self.wal.trim(Lsn(through)) {

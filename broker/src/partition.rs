@@ -223,7 +223,8 @@ impl PartitionState {
         }
     }
 
-    /// Records an appended idempotent batch.
+    /// Records an appended idempotent batch. Idempotent: a batch at or below the last
+    /// one recorded (e.g. replayed from committed metadata) changes nothing.
     pub fn record_producer_batch(&mut self, producer_id: i64, epoch: i16, batch: ProducerBatch) {
         let entry = self
             .producers
@@ -232,9 +233,19 @@ impl PartitionState {
                 epoch,
                 batches: VecDeque::new(),
             });
-        if epoch != entry.epoch {
+        if epoch < entry.epoch {
+            return; // an older epoch's batch (replayed metadata): the newer state wins
+        }
+        if epoch > entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
+        }
+        if entry
+            .batches
+            .back()
+            .is_some_and(|b| b.last_offset >= batch.last_offset)
+        {
+            return; // already known: state only moves forward
         }
         entry.batches.push_back(batch);
         while entry.batches.len() > PRODUCER_BATCH_WINDOW {
@@ -448,6 +459,27 @@ mod tests {
         ));
         // The next batch in order is fresh.
         let next = BatchHeader::parse(&make_batch(1, 7, 3, 1)).unwrap();
+        assert_eq!(st.check_sequence(&next).unwrap(), SequenceCheck::Fresh);
+    }
+
+    #[test]
+    fn replayed_older_producer_batches_do_not_rewind_the_sequence() {
+        let p = partition();
+        let mut st = p.lock();
+        append(&mut st, &make_batch(3, 7, 0, 1));
+        append(&mut st, &make_batch(2, 7, 3, 1));
+        // An object holding only the first batch commits after the second was appended.
+        st.record_producer_batch(
+            7,
+            0,
+            ProducerBatch {
+                first_sequence: 0,
+                last_sequence: 2,
+                last_offset: 2,
+                timestamp: 1,
+            },
+        );
+        let next = BatchHeader::parse(&make_batch(1, 7, 5, 1)).unwrap();
         assert_eq!(st.check_sequence(&next).unwrap(), SequenceCheck::Fresh);
     }
 

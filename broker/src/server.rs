@@ -262,3 +262,44 @@ pub fn encode_response<T: Encodable>(
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(Some(buf.freeze()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `fuzz/decode_request`: a Metadata v4 request whose topic array claims
+    /// ~10^8 entries. Unpatched kafka-protocol allocates ~117 GB up front and aborts.
+    #[test]
+    fn impossible_array_lengths_are_refused_without_allocating() {
+        let frame = Bytes::from_static(&[
+            0, 3, 0, 4, 0, 0, 0, 2, 0, 7, 114, 100, 107, 65, 97, 102, 107, 97, 0, 0, 0, 1, 0, 9,
+            115, 101, 101, 100, 116, 111, 112, 105, 99, 65,
+        ]);
+        assert!(matches!(
+            decode_request(frame),
+            Err(DecodeFailure::Malformed(_))
+        ));
+        let mut huge = vec![0, 3, 0, 4, 0, 0, 0, 2, 0, 0];
+        huge.extend_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(
+            decode_request(Bytes::from(huge)),
+            Err(DecodeFailure::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn short_and_unknown_frames_are_refused() {
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0, 3])),
+            Err(DecodeFailure::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1])),
+            Err(DecodeFailure::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0, 18, 0, 99, 0, 0, 0, 5])),
+            Err(DecodeFailure::ApiVersionsUnsupported { correlation_id: 5 })
+        ));
+    }
+}

@@ -633,3 +633,41 @@ async fn metrics_move_with_the_data_path() {
     assert!(text.contains("cirrus_wal_outstanding_bytes"), "{text}");
     broker.shutdown().await.unwrap();
 }
+
+/// A commit that lands after later batches of the same idempotent producer were
+/// appended must not rewind the producer's sequence (found by the load generator).
+#[tokio::test]
+async fn slow_commits_do_not_break_idempotent_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |a| {
+        a.flush_interval = Some(Duration::from_millis(10));
+        a.object_store_latency = Some("fixed:300ms".into());
+    })
+    .await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "slow", 1).await, 0);
+    let init = c
+        .send(
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        )
+        .await;
+    let pid = init.producer_id.0;
+    let mut seq = 0;
+    for round in 0..6 {
+        let resp = c
+            .send(
+                9,
+                &produce_req("slow", 0, records(3, Some((pid, 0, seq)), 10)),
+            )
+            .await;
+        assert_eq!(produce_result(&resp), (0, i64::from(seq)), "round {round}");
+        seq += 3;
+        // Upload takes 300 ms: later batches are appended while earlier objects commit.
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    broker.shutdown().await.unwrap();
+}

@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -391,7 +391,7 @@ fn run_producer(
             sent += 1;
             sent_bytes += value.len() as u64;
             i += 1;
-            if i % 64 == 0 {
+            if i.is_multiple_of(64) {
                 producer.poll(Duration::ZERO);
             }
         }
@@ -421,7 +421,7 @@ fn run_consumer(
     until: Option<BTreeMap<i32, i64>>,
     group: usize,
 ) -> anyhow::Result<()> {
-    let consumer: BaseConsumer<DefaultClientContext> = ClientConfig::new()
+    let consumer: BaseConsumer<DefaultConsumerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("bench-{group}"))
         .set("enable.auto.commit", "false")
@@ -695,7 +695,7 @@ fn create_topic(bootstrap: &str, p: &Plan) -> anyhow::Result<()> {
 }
 
 fn end_offsets(bootstrap: &str, p: &Plan) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let c: BaseConsumer<DefaultClientContext> = ClientConfig::new()
+    let c: BaseConsumer<DefaultConsumerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "bench-watermarks")
         .create()?;
