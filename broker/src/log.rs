@@ -795,7 +795,10 @@ impl LogManager {
             self.apply_object(&record, false);
             lock(&self.live_objects).push(record);
             let through = self.uploader.mark_committed(&sealed);
-            if let Err(e) = self.wal.trim(Lsn(through)) {
+            // Trimming unlinks segment files, which can block: keep it off the runtime.
+            let wal = self.wal.clone();
+            let trimmed = tokio::task::spawn_blocking(move || wal.trim(Lsn(through))).await;
+            if let Ok(Err(e)) = trimmed {
                 tracing::warn!(error = %e, "WAL trim failed; will retry at the next commit");
             }
             tracing::debug!(key = %sealed.key, size = sealed.object.size, runs = sealed.object.index.len(), "object committed");

@@ -83,8 +83,18 @@ async fn handle_connection(
     let (tx, mut rx) = mpsc::channel::<PendingResponse>(MAX_PIPELINED);
     let writer_task = tokio::spawn(async move {
         let mut writer = BufWriter::new(writer);
-        while let Some(pending) = rx.recv().await {
-            match pending.await {
+        while let Some(mut pending) = rx.recv().await {
+            // Responses already written wait in the buffer only while the next one is
+            // ready too; before waiting on one (a produce waiting for its fsync), flush,
+            // or earlier responses would sit behind it.
+            let response = match futures::poll!(pending.as_mut()) {
+                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Pending => {
+                    writer.flush().await?;
+                    pending.await
+                }
+            };
+            match response {
                 Ok(Some(frame)) => writer.write_all(&frame).await?,
                 Ok(None) => {}
                 Err(e) => {

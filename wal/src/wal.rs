@@ -87,6 +87,8 @@ struct Inner {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Msg>,
     exited: watch::Receiver<bool>,
+    /// Joined by `close` so a clean shutdown leaves no dead segment behind.
+    reaper: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl fmt::Debug for Wal {
@@ -125,6 +127,26 @@ impl Submitted {
             Err(_) => Err(self.shared.terminal_error()),
         }
     }
+}
+
+type Reaper = (
+    std::sync::mpsc::Sender<Vec<PathBuf>>,
+    std::thread::JoinHandle<()>,
+);
+
+/// Starts the thread that unlinks dead segments for the writer; it ends once the
+/// writer (the only sender) is gone.
+fn spawn_reaper(dir: &std::path::Path) -> Result<Reaper, WalError> {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<PathBuf>>();
+    let handle = std::thread::Builder::new()
+        .name("cirrus-wal-reaper".into())
+        .spawn(move || {
+            for paths in rx {
+                let _ = segment::remove_files(&paths);
+            }
+        })
+        .map_err(|e| WalError::io("spawn reaper thread for", dir, e))?;
+    Ok((tx, handle))
 }
 
 impl Wal {
@@ -185,6 +207,7 @@ impl Wal {
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (exited_tx, exited_rx) = watch::channel(false);
+        let (reaper_tx, reaper) = spawn_reaper(&opts.dir)?;
         let writer = Writer {
             shared: shared.clone(),
             rx,
@@ -197,6 +220,7 @@ impl Wal {
             buf: Vec::with_capacity(BATCH_MAX_BYTES as usize),
             exited: exited_tx,
             roll_requested: false,
+            reaper: reaper_tx,
         };
         std::thread::Builder::new()
             .name("cirrus-wal-writer".into())
@@ -208,6 +232,7 @@ impl Wal {
                 shared,
                 tx,
                 exited: exited_rx,
+                reaper: Mutex::new(Some(reaper)),
             }),
         };
         let recovered = Recovered {
@@ -389,6 +414,16 @@ impl Wal {
         let mut exited = self.inner.exited.clone();
         // Err means the writer dropped its end: it has exited as well.
         let _ = exited.wait_for(|done| *done).await;
+        // The writer has dropped its sender: the reaper finishes what is queued and ends.
+        let reaper = self
+            .inner
+            .reaper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(reaper) = reaper {
+            let _ = tokio::task::spawn_blocking(move || reaper.join()).await;
+        }
         match &shared.lock().failed {
             Some(e) => Err(e.clone()),
             None => Ok(()),

@@ -65,6 +65,8 @@ pub(crate) struct Writer {
     pub(crate) exited: watch::Sender<bool>,
     /// A [`Msg::Roll`] arrived and is handled once the current batch is written.
     pub(crate) roll_requested: bool,
+    /// Deletes dead segments off the write path; exits when the writer drops this.
+    pub(crate) reaper: std::sync::mpsc::Sender<Vec<PathBuf>>,
 }
 
 impl Writer {
@@ -202,9 +204,13 @@ impl Writer {
             st.segments.push(meta);
             take_dead(&mut st)
         };
-        // Failing to delete an already-trimmed segment is not a durability
-        // problem (it is logged, and recovery removes it later).
-        let _ = segment::remove_files(&dead);
+        // Unlinking a large file can take long (synchronous discard on some file
+        // systems), so the reaper thread does it and appends never wait on it. Failing
+        // to delete an already-trimmed segment is not a durability problem (it is
+        // logged, and recovery removes it later).
+        if !dead.is_empty() && self.reaper.send(dead.clone()).is_err() {
+            let _ = segment::remove_files(&dead);
+        }
         Ok(())
     }
 
