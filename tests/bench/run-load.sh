@@ -44,3 +44,10 @@ sel exceptions-burst && run exceptions-burst --profile exceptions-burst --rate 2
 sel object-s3 && run object-s3 --profile custom --partitions 12 --record-size 1024 --rate 5000 --duration 30s \
   --broker-arg=--durability=object --broker-arg=--object-store-latency=s3-standard
 sel catch-up && run catch-up --profile catch-up --catch-up-mib 1024
+# The same half rate with the bucket off the data disk (memory://, standing in for a
+# remote S3): isolates the WAL path from page-cache writeback of local object files.
+if sel half-rate-remote; then
+  max=$(python3 -c "import json;print(int(json.load(open('$OUT/throughput.json'))['produce_records_per_s']/2))")
+  run half-rate-remote --profile custom --partitions 12 --record-size 1024 --rate "$max" --duration 30s --consumer-groups 1 \
+    --broker-arg=--object-store=memory://
+fi

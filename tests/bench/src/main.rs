@@ -323,7 +323,10 @@ fn run_producer(
     // ThreadedProducer serves delivery reports on its own thread, so an ack is timed when
     // it arrives, not when the sending loop next gets round to polling.
     let producer: ThreadedProducer<BenchContext> = producer_config(bootstrap, p)
-        .create_with_context(BenchContext { stats, start })
+        .create_with_context(BenchContext {
+            stats: stats.clone(),
+            start,
+        })
         .context("creating the producer")?;
     let mut keys = KeyGen::new(p.keys, p.zipf, seed);
     let mut value = vec![b'x'; p.record_size];
@@ -343,6 +346,14 @@ fn run_producer(
     producer
         .flush(Duration::from_secs(30))
         .context("warm-up flush")?;
+    // The warm-up record timed the connection set-up; start the figures afresh.
+    if let Ok(mut h) = stats.latency_us.lock()
+        && let Some(h) = h.as_mut()
+    {
+        h.reset();
+    }
+    stats.acked.store(0, Ordering::Relaxed);
+    stats.acked_bytes.store(0, Ordering::Relaxed);
     let warm = start.elapsed().as_secs_f64();
     let mut phase_start = warm;
     let phases: Vec<Phase> = if p.phases.is_empty() {
