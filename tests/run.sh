@@ -104,8 +104,8 @@ if [ "$MODE" = all ]; then
 fi
 
 # ---------------------------------------------------------------------------
-section "cargo build --release -p cirrus-broker"
-cargo build --release -p cirrus-broker
+section "cargo build --release -p cirrus-broker -p cirrus-bench"
+cargo build --release -p cirrus-broker -p cirrus-bench
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 export CIRRUS_BIN="${CIRRUS_BIN:-$TARGET_DIR/release/cirrus}"
