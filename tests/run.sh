@@ -55,6 +55,13 @@ else
   apt_install kcat
   kcat -V | grep -m1 -o 'librdkafka [0-9.]*' || true
 fi
+# protoc: the etcd-client crate (cirrus-controller) compiles etcd's .proto files at build time.
+if command -v protoc >/dev/null 2>&1; then
+  echo "protoc present: $(protoc --version)"
+else
+  apt_install protobuf-compiler
+  protoc --version
+fi
 
 # ---------------------------------------------------------------------------
 section "setup: python venv (tests/.venv)"
@@ -91,7 +98,7 @@ if [ "$MODE" = all ]; then
   cargo fmt --all -- --check
 
   section "cargo clippy (-D warnings)"
-  cargo clippy --workspace --all-targets -- -D warnings
+  cargo clippy --workspace --all-targets --all-features -- -D warnings
 
   if cargo nextest --version >/dev/null 2>&1; then
     section "cargo nextest run --workspace"

@@ -7,6 +7,9 @@
 //! cirrus_controller::conformance::run(&MemoryMetaStore::new()).await;
 //! ```
 //!
+//! On a shared store (etcd) use [`run_with_prefix`]: only keys under the prefix must be
+//! absent at the start.
+//!
 //! It checks the contract written on [`MetaStore`]: put/get, list order and prefix
 //! boundaries, increasing versions, all-or-nothing compare-and-swap, `Absent` and
 //! `Version { version: 0 }` compares, delete, and that concurrent CAS increments lose
@@ -14,10 +17,20 @@
 
 use bytes::Bytes;
 
-use crate::store::{Compare, MetaStore, Txn};
+use crate::MetaError;
+use crate::store::{Compare, KeyValue, MetaStore, Op, Txn};
 
 /// Runs every check against `store`, which must start empty. Panics on a violation.
 pub async fn run(store: &dyn MetaStore) {
+    run_with_prefix(store, "").await;
+}
+
+/// Runs every check with every key under `prefix` (e.g. `"test-1234/"`), for a shared
+/// store such as an etcd cluster: only keys under `prefix` must be absent at the start.
+/// Keys are prefixed on the way in and the prefix is stripped from results, so the
+/// checks (list boundaries included) are the same as for [`run`].
+pub async fn run_with_prefix(store: &dyn MetaStore, prefix: &str) {
+    let store = &Scoped { store, prefix };
     put_get(store).await;
     list_order_and_prefix_boundaries(store).await;
     versions_increase(store).await;
@@ -28,11 +41,72 @@ pub async fn run(store: &dyn MetaStore) {
     concurrent_increments(store).await;
 }
 
-async fn must_txn(store: &dyn MetaStore, txn: Txn) -> bool {
+/// A view of a store with every key under a prefix; the checks talk only to this.
+struct Scoped<'a> {
+    store: &'a dyn MetaStore,
+    prefix: &'a str,
+}
+
+impl Scoped<'_> {
+    fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn strip(&self, mut kv: KeyValue) -> KeyValue {
+        kv.key = kv
+            .key
+            .strip_prefix(self.prefix)
+            .unwrap_or_else(|| panic!("store returned key {:?} outside the prefix", kv.key))
+            .to_owned();
+        kv
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, MetaError> {
+        let kv = self.store.get(&self.full(key)).await?;
+        Ok(kv.map(|kv| self.strip(kv)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, MetaError> {
+        let kvs = self.store.list(&self.full(prefix)).await?;
+        Ok(kvs.into_iter().map(|kv| self.strip(kv)).collect())
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<bool, MetaError> {
+        let compares = txn
+            .compares
+            .into_iter()
+            .map(|c| match c {
+                Compare::Version { key, version } => Compare::Version {
+                    key: self.full(&key),
+                    version,
+                },
+                Compare::Absent { key } => Compare::Absent {
+                    key: self.full(&key),
+                },
+            })
+            .collect();
+        let ops = txn
+            .ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, value } => Op::Put {
+                    key: self.full(&key),
+                    value,
+                },
+                Op::Delete { key } => Op::Delete {
+                    key: self.full(&key),
+                },
+            })
+            .collect();
+        self.store.txn(Txn { compares, ops }).await
+    }
+}
+
+async fn must_txn(store: &Scoped<'_>, txn: Txn) -> bool {
     store.txn(txn).await.expect("txn returned an error")
 }
 
-async fn value_of(store: &dyn MetaStore, key: &str) -> Option<Bytes> {
+async fn value_of(store: &Scoped<'_>, key: &str) -> Option<Bytes> {
     store
         .get(key)
         .await
@@ -40,7 +114,7 @@ async fn value_of(store: &dyn MetaStore, key: &str) -> Option<Bytes> {
         .map(|kv| kv.value)
 }
 
-async fn put_get(store: &dyn MetaStore) {
+async fn put_get(store: &Scoped<'_>) {
     assert_eq!(
         value_of(store, "pg/a").await,
         None,
@@ -73,7 +147,7 @@ async fn put_get(store: &dyn MetaStore) {
     );
 }
 
-async fn list_order_and_prefix_boundaries(store: &dyn MetaStore) {
+async fn list_order_and_prefix_boundaries(store: &Scoped<'_>) {
     // Inserted out of order, across several txns.
     for key in [
         "lo/b", "lo/a/2", "lo/a", "lo/c", "lo/a/1", "lo0", "ln/z", "lo/",
@@ -110,7 +184,7 @@ async fn list_order_and_prefix_boundaries(store: &dyn MetaStore) {
     );
 }
 
-async fn versions_increase(store: &dyn MetaStore) {
+async fn versions_increase(store: &Scoped<'_>) {
     assert!(must_txn(store, Txn::new().put("vi/a", "1")).await);
     let v1 = store
         .get("vi/a")
@@ -165,7 +239,7 @@ async fn versions_increase(store: &dyn MetaStore) {
     assert_eq!(a.version, v2);
 }
 
-async fn cas_is_all_or_nothing(store: &dyn MetaStore) {
+async fn cas_is_all_or_nothing(store: &Scoped<'_>) {
     assert!(
         must_txn(
             store,
@@ -271,7 +345,7 @@ async fn cas_is_all_or_nothing(store: &dyn MetaStore) {
     assert!(!must_txn(store, Txn::new().when_absent("cas/z")).await);
 }
 
-async fn absent_compare(store: &dyn MetaStore) {
+async fn absent_compare(store: &Scoped<'_>) {
     let create = || Txn::new().when_absent("abs/k").put("abs/k", "first");
     assert!(
         must_txn(store, create()).await,
@@ -298,7 +372,7 @@ async fn absent_compare(store: &dyn MetaStore) {
     assert_eq!(value_of(store, "abs/other").await, None);
 }
 
-async fn delete(store: &dyn MetaStore) {
+async fn delete(store: &Scoped<'_>) {
     assert!(must_txn(store, Txn::new().put("del/a", "a").put("del/b", "b")).await);
     assert!(must_txn(store, Txn::new().delete("del/a")).await);
     assert_eq!(value_of(store, "del/a").await, None);
@@ -335,7 +409,7 @@ async fn delete(store: &dyn MetaStore) {
     assert!(va > vb);
 }
 
-async fn limits(store: &dyn MetaStore) {
+async fn limits(store: &Scoped<'_>) {
     let mut txn = Txn::new();
     for i in 0..=crate::MAX_TXN_OPS {
         txn = txn.put(format!("lim/{i:04}"), "x");
@@ -371,7 +445,7 @@ async fn limits(store: &dyn MetaStore) {
 const TASKS: usize = 20;
 const INCREMENTS_PER_TASK: usize = 5;
 
-async fn increment(store: &dyn MetaStore, key: &str) -> usize {
+async fn increment(store: &Scoped<'_>, key: &str) -> usize {
     let mut conflicts = 0;
     loop {
         let current = store.get(key).await.expect("get");
@@ -394,7 +468,7 @@ async fn increment(store: &dyn MetaStore, key: &str) -> usize {
     }
 }
 
-async fn concurrent_increments(store: &dyn MetaStore) {
+async fn concurrent_increments(store: &Scoped<'_>) {
     let key = "conc/counter";
     let tasks = (0..TASKS).map(|_| async move {
         let mut conflicts = 0;

@@ -3,8 +3,8 @@
 //! implementation.
 //!
 //! Implementations: [`crate::EmbeddedMetaStore`] (single node, redb file in the data
-//! directory), [`crate::MemoryMetaStore`] (unit tests) and, later, etcd. All of them
-//! must pass [`crate::conformance::run`].
+//! directory), [`crate::MemoryMetaStore`] (unit tests) and [`crate::EtcdMetaStore`]
+//! (an etcd cluster). All of them must pass [`crate::conformance::run`].
 //!
 //! # Limits
 //!
