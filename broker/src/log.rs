@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::batch::{self, BatchHeader, ProducedBatch};
 use crate::config::{Durability, Settings};
 use crate::error::{BrokerError, Result};
-use crate::metrics::{Metrics, TopicLabel};
+use crate::metrics::Metrics;
 use crate::partition::{Partition, ProducerBatch, ReadPlan, RunLocation, SequenceCheck};
 use crate::read_cache::RunCache;
 use crate::topic_config;
@@ -171,16 +171,19 @@ impl LogManager {
                 {
                     return existing.clone();
                 }
-                Arc::new(Partition::new(
-                    name.clone(),
-                    record.topic_id,
-                    p.index,
-                    p.stream_id,
-                    p.leader_epoch,
-                    p.log_start_offset,
-                    durability,
-                    max_bytes,
-                ))
+                Arc::new(
+                    Partition::new(
+                        name.clone(),
+                        record.topic_id,
+                        p.index,
+                        p.stream_id,
+                        p.leader_epoch,
+                        p.log_start_offset,
+                        durability,
+                        max_bytes,
+                    )
+                    .with_counters(self.metrics.topic_counters(&record.name)),
+                )
             })
             .collect();
         for p in &partitions {
@@ -543,21 +546,12 @@ impl LogManager {
         ticket.durability = st.durability;
         ticket.log_start_offset = st.log_start_offset;
         drop(st);
-        let label = TopicLabel {
-            topic: partition.topic.to_string(),
-        };
         let records: u64 = batches
             .iter()
             .map(|b| b.header.records_count.max(0) as u64)
             .sum();
-        self.metrics
-            .produced_bytes
-            .get_or_create(&label)
-            .inc_by(bytes);
-        self.metrics
-            .produced_records
-            .get_or_create(&label)
-            .inc_by(records);
+        partition.counters.produced_bytes.inc_by(bytes);
+        partition.counters.produced_records.inc_by(records);
         Ok(ticket)
     }
 
@@ -775,7 +769,7 @@ impl LogManager {
                 seq: sealed.seq,
                 key: sealed.key.to_string(),
                 size: sealed.object.size,
-                writer: self.uploader_writer(),
+                writer: self.uploader.writer().to_string(),
                 committed_ms: now_ms(),
                 runs: sealed.run_records(),
             };
@@ -808,10 +802,6 @@ impl LogManager {
                 tracing::warn!(error = %e, "index checkpoint failed; will retry later");
             }
         }
-    }
-
-    fn uploader_writer(&self) -> String {
-        self.uploader.writer().to_string()
     }
 
     /// Writes every live object record into one blob in the bucket and replaces the

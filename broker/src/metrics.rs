@@ -28,6 +28,15 @@ pub struct TopicLabel {
     pub topic: String,
 }
 
+/// The per-topic series of one topic, cloned out of their families (a clone shares the
+/// counter).
+#[derive(Clone, Debug, Default)]
+pub struct TopicCounters {
+    pub produced_bytes: Counter,
+    pub produced_records: Counter,
+    pub fetched_bytes: Counter,
+}
+
 /// Every metric the broker updates directly.
 #[derive(Debug)]
 pub struct Metrics {
@@ -142,6 +151,18 @@ impl Metrics {
             upload_seconds,
             commit_seconds,
             metadata_writes,
+        }
+    }
+
+    /// The series of `topic`, registered on first use.
+    pub fn topic_counters(&self, topic: &str) -> TopicCounters {
+        let label = TopicLabel {
+            topic: topic.to_string(),
+        };
+        TopicCounters {
+            produced_bytes: self.produced_bytes.get_or_create(&label).clone(),
+            produced_records: self.produced_records.get_or_create(&label).clone(),
+            fetched_bytes: self.fetched_bytes.get_or_create(&label).clone(),
         }
     }
 

@@ -103,6 +103,9 @@ pub struct Partition {
     pub index: i32,
     pub stream_id: u64,
     pub state: std::sync::Mutex<PartitionState>,
+    /// This topic's per-topic metric series, resolved once so the hot path does no
+    /// label lookups.
+    pub counters: crate::metrics::TopicCounters,
 }
 
 impl Partition {
@@ -137,6 +140,7 @@ impl Partition {
                 epochs: vec![(leader_epoch, log_start_offset)],
                 deleted: false,
             }),
+            counters: crate::metrics::TopicCounters::default(),
         }
     }
 
@@ -150,6 +154,14 @@ impl Partition {
                 std::process::abort();
             }
         }
+    }
+}
+
+impl Partition {
+    /// Attaches the topic's registered metric series.
+    pub fn with_counters(mut self, counters: crate::metrics::TopicCounters) -> Self {
+        self.counters = counters;
+        self
     }
 }
 
@@ -309,10 +321,6 @@ impl PartitionState {
         }
     }
 
-    pub fn tail_bytes(&self) -> u64 {
-        self.tail_bytes
-    }
-
     /// Decides where a fetch at `offset` reads from. `max_bytes` bounds what the tail
     /// returns (at least one batch is always returned, as Kafka does).
     pub fn plan_read(&self, offset: i64, max_bytes: usize) -> Result<ReadPlan> {
@@ -376,8 +384,8 @@ impl PartitionState {
         answer
     }
 
-    /// Tail batches and runs that may hold the first record with timestamp >= `ts`, in
-    /// offset order: the first candidate from the runs, then the tail.
+    /// The first committed run (in offset order) that may hold a record with timestamp
+    /// >= `ts`: its max timestamp is the time index. Callers then look in the tail.
     pub fn first_run_at_or_after_time(&self, ts: i64) -> Option<RunLocation> {
         self.runs
             .values()

@@ -108,12 +108,9 @@ async fn fetch_once(
                 Ok((records, hwm, start)) => {
                     total += records.len();
                     if !records.is_empty() {
-                        ctx.logs
-                            .metrics
+                        partition
+                            .counters
                             .fetched_bytes
-                            .get_or_create(&crate::metrics::TopicLabel {
-                                topic: partition.topic.to_string(),
-                            })
                             .inc_by(records.len() as u64);
                     }
                     pd = pd
