@@ -17,6 +17,9 @@ run() { # name, bench args...
   local name="$1"; shift
   echo "== $name"
   rm -rf "$DATA/$name"
+  # Let the previous profile's dirty pages reach the disk first: writeback competing
+  # with the WAL's fdatasync otherwise shows up as this profile's tail latency.
+  sync; sleep 5
   "$BIN/cirrus-bench" --broker-bin "$BIN/cirrus" --broker-data-dir "$DATA/$name" --output "$OUT/$name.json" "$@" > /dev/null
   python3 - "$OUT/$name.json" <<'PY'
 import json, sys
