@@ -221,3 +221,21 @@ def produce_all(producer, topic: str, records, on_delivery) -> None:
             except BufferError:
                 producer.poll(0.05)
         producer.poll(0)
+
+
+def run_cargo_suite(args: list[str], env: dict[str, str], what: str, timeout: int = 540) -> str:
+    """Runs `cargo test -q ARGS -- --nocapture` from the repository root with `env` added,
+    asserts it passed and did not skip the part that needs the real server; returns the output."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        ["cargo", "test", "-q", *args, "--", "--nocapture"],
+        cwd=root, env=dict(os.environ, **env), capture_output=True, text=True, timeout=timeout,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-8000:]
+    assert "skipped" not in out.lower(), f"{what} did not run against the real server:\n{out[-4000:]}"
+    return out

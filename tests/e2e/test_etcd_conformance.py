@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cirrus_e2e import run_cargo_suite
+
 from conftest import ROOT, _kill_group, tail
 from cirrus_e2e import free_port
 
@@ -79,14 +81,8 @@ def etcd(tmp_path):
 # cargo may have to build the etcd client (tonic, prost) first: allow more than the default.
 @pytest.mark.timeout(600)
 def test_metastore_conformance_against_real_etcd(etcd):
-    env = dict(os.environ, CIRRUS_TEST_ETCD_ENDPOINTS=etcd)
-    proc = subprocess.run(
-        # The whole crate with the feature: the conformance suite against etcd and the
-        # etcd module's own unit tests (the feature is off in the plain nextest run).
-        ["cargo", "test", "-q", "-p", "cirrus-controller", "--features", "etcd", "--", "--nocapture"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=540,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-8000:]
-    assert "skipped" not in out.lower(), f"the etcd conformance test did not run against etcd:\n{out[-4000:]}"
+    # The whole crate with the feature: the conformance suite against etcd and the etcd
+    # module's own unit tests (the feature is off in the plain nextest run).
+    out = run_cargo_suite(["-p", "cirrus-controller", "--features", "etcd"],
+                          {"CIRRUS_TEST_ETCD_ENDPOINTS": etcd}, "the etcd conformance test")
     assert "etcd conformance passed" in out, out[-4000:]
