@@ -163,9 +163,30 @@ pub struct SettingsArgs {
     /// Largest record batch accepted (Kafka's message.max.bytes; topic config max.message.bytes). [default: 1048588]
     #[arg(long, env = "CIRRUS_MESSAGE_MAX_BYTES")]
     pub message_max_bytes: Option<ByteSize>,
-    /// Node id of this broker in Metadata responses. [default: 0]
-    #[arg(long, env = "CIRRUS_NODE_ID")]
+    /// Id of this broker, unique in the cluster (Kafka's node.id / broker.id). [default: 0]
+    #[arg(long, visible_alias = "broker-id", env = "CIRRUS_NODE_ID")]
+    #[serde(alias = "broker_id")]
     pub node_id: Option<i32>,
+    /// etcd endpoints (comma-separated URLs): run as a member of a cluster. Without them the
+    /// node runs alone with the embedded metadata store in the data directory.
+    #[arg(long, env = "CIRRUS_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// Address of the admin gRPC API (`cirrus admin --bootstrap-server`). [default: 127.0.0.1:9095]
+    #[arg(long, env = "CIRRUS_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Session (lease) TTL in a cluster: a broker silent this long loses its partitions.
+    /// Shorter: faster failover; longer: more tolerance of pauses. [default: 9s]
+    #[arg(long, env = "CIRRUS_SESSION_TTL", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Option<Duration>,
+    /// Fail over durability=local partitions of a dead broker at once, losing what it had
+    /// acknowledged but not uploaded (Kafka's unclean.leader.election.enable; also a topic
+    /// config). Off: they wait until the broker restarts on its volume. [default: false]
+    #[arg(long, env = "CIRRUS_UNCLEAN_FAILOVER")]
+    pub unclean_failover: Option<bool>,
+    /// Move partitions onto brokers that join, and even out partition counts. [default: true]
+    #[arg(long, env = "CIRRUS_AUTO_REBALANCE")]
+    pub auto_rebalance: Option<bool>,
     /// Produce waits (backpressure) when the WAL holds this many bytes not yet in the bucket. [default: 1GiB]
     #[arg(long, env = "CIRRUS_WAL_MAX_BYTES")]
     pub wal_max_bytes: Option<ByteSize>,
@@ -211,6 +232,12 @@ pub struct Settings {
     pub default_partitions: i32,
     pub message_max_bytes: u64,
     pub node_id: i32,
+    /// Cluster mode when set.
+    pub etcd_endpoints: Option<Vec<String>>,
+    pub admin_listen: SocketAddr,
+    pub session_ttl: Duration,
+    pub unclean_failover: bool,
+    pub auto_rebalance: bool,
     pub wal_max_bytes: u64,
     pub tail_cache_bytes: u64,
     pub read_cache_bytes: u64,
@@ -276,6 +303,11 @@ impl SettingsArgs {
             default_partitions,
             message_max_bytes,
             node_id,
+            etcd_endpoints,
+            admin_listen,
+            session_ttl,
+            unclean_failover,
+            auto_rebalance,
             wal_max_bytes,
             tail_cache_bytes,
             read_cache_bytes,
@@ -377,6 +409,28 @@ impl SettingsArgs {
         if node_id < 0 {
             return Err(invalid("node_id", "must not be negative"));
         }
+        let etcd_endpoints = match self.etcd_endpoints {
+            Some(list) if list.iter().all(|e| e.trim().is_empty()) => None,
+            Some(list) => {
+                for e in &list {
+                    url::Url::parse(e.trim()).map_err(|err| {
+                        invalid(
+                            "etcd_endpoints",
+                            format!("'{e}' is not a URL like http://127.0.0.1:2379: {err}"),
+                        )
+                    })?;
+                }
+                Some(list.into_iter().map(|e| e.trim().to_string()).collect())
+            }
+            None => None,
+        };
+        let session_ttl = self.session_ttl.unwrap_or(Duration::from_secs(9));
+        if session_ttl < Duration::from_secs(2) || session_ttl > Duration::from_secs(300) {
+            return Err(invalid(
+                "session_ttl",
+                format!("{session_ttl:?} is outside 2s..300s"),
+            ));
+        }
         let log_json = match self.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
@@ -419,6 +473,13 @@ impl SettingsArgs {
             default_partitions,
             message_max_bytes,
             node_id,
+            etcd_endpoints,
+            admin_listen: self
+                .admin_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9095))),
+            session_ttl,
+            unclean_failover: self.unclean_failover.unwrap_or(false),
+            auto_rebalance: self.auto_rebalance.unwrap_or(true),
             wal_max_bytes,
             tail_cache_bytes: self.tail_cache_bytes.map_or(256 << 20, |b| b.0),
             read_cache_bytes: self.read_cache_bytes.map_or(256 << 20, |b| b.0),

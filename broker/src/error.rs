@@ -41,6 +41,10 @@ pub enum BrokerError {
     Meta(cirrus_controller::MetaError),
     #[error("the broker is shutting down")]
     ShuttingDown,
+    #[error("this broker does not own the partition (now)")]
+    NotLeaderOrFollower,
+    #[error("the partition has no live owner")]
+    LeaderNotAvailable,
     #[error("request timed out")]
     Timeout,
 }
@@ -84,7 +88,8 @@ impl BrokerError {
             BrokerError::Wal(_) => R::KafkaStorageError,
             // Retriable: the client backs off and tries again while the dependency recovers.
             BrokerError::Storage(_) | BrokerError::Meta(_) => R::KafkaStorageError,
-            BrokerError::ShuttingDown => R::NotLeaderOrFollower,
+            BrokerError::ShuttingDown | BrokerError::NotLeaderOrFollower => R::NotLeaderOrFollower,
+            BrokerError::LeaderNotAvailable => R::LeaderNotAvailable,
             BrokerError::Timeout => R::RequestTimedOut,
         }
     }

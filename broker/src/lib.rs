@@ -6,7 +6,10 @@
 //! [`log::LogManager::append_finish`] (durability); fetch reads the in-memory tail of a
 //! [`partition::Partition`] or a committed run through [`read_cache`].
 
+pub mod admin_cli;
+pub mod admin_service;
 pub mod batch;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod handlers;

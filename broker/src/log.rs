@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use cirrus_controller::{Metadata, ObjectRecord, TopicRecord};
+use cirrus_controller::{Compare, MetaError, Metadata, ObjectRecord, RunRecord, Session, TopicRecord, WriterIndex};
 use cirrus_storage::ObjectStorage;
 use cirrus_wal::{Lsn, Wal, WalRecord};
 use tokio::sync::{mpsc, watch};
@@ -25,7 +25,9 @@ use crate::batch::{self, BatchHeader, ProducedBatch};
 use crate::config::{Durability, Settings};
 use crate::error::{BrokerError, Result};
 use crate::metrics::Metrics;
-use crate::partition::{Partition, ProducerBatch, ReadPlan, RunLocation, SequenceCheck};
+use crate::partition::{
+    Partition, PartitionState, ProducerBatch, ReadPlan, RunLocation, SequenceCheck,
+};
 use crate::read_cache::RunCache;
 use crate::topic_config;
 use crate::uploader::{MAX_UPLOADS_IN_FLIGHT, SealedObject, Uploader};
@@ -65,6 +67,27 @@ pub struct AppendResult {
     pub log_start_offset: i64,
 }
 
+/// What ties the log manager to a cluster: the session whose lease must be alive for
+/// anything to be acknowledged, and the compare that fences every object commit.
+#[derive(Debug, Clone)]
+pub struct ClusterLink {
+    pub session: Session,
+    /// `brokers/{id}` at the version this incarnation registered: a commit after the
+    /// lease expired (a paused or partitioned broker) fails this compare.
+    pub fence: Compare,
+    /// Set once this incarnation is fenced; the runtime then restarts the engine.
+    pub fenced: watch::Sender<bool>,
+}
+
+/// Which partitions to serve at start-up.
+#[derive(Debug, Clone)]
+pub enum Ownership {
+    /// Single node: every partition, at its topic record's epoch.
+    All,
+    /// Cluster: these streams at these ownership epochs.
+    Streams(HashMap<u64, i32>),
+}
+
 #[derive(Debug)]
 pub struct LogManager {
     pub settings: Arc<Settings>,
@@ -83,10 +106,16 @@ pub struct LogManager {
     live_objects: std::sync::Mutex<Vec<ObjectRecord>>,
     last_checkpoint_seq: std::sync::Mutex<u64>,
     pub metrics: Arc<Metrics>,
+    /// This broker's id: the namespace of its object records and checkpoints.
+    pub writer_id: i32,
+    pub cluster: Option<ClusterLink>,
+    /// Parsed checkpoint blobs by key (immutable once written).
+    checkpoint_blobs: std::sync::Mutex<HashMap<String, Arc<Vec<ObjectRecord>>>>,
 }
 
 impl LogManager {
-    /// Loads metadata, rebuilds every partition and replays the WAL.
+    /// Loads metadata, rebuilds the partitions this broker serves and replays the WAL.
+    #[allow(clippy::too_many_arguments)] // wiring done once, at the one call site
     pub async fn open(
         settings: Arc<Settings>,
         meta: Metadata,
@@ -95,64 +124,275 @@ impl LogManager {
         recovered: Vec<WalRecord>,
         writer: String,
         metrics: Arc<Metrics>,
+        writer_id: i32,
+        cluster: Option<ClusterLink>,
+        ownership: Ownership,
     ) -> anyhow::Result<Arc<LogManager>> {
-        let cluster = meta.init_cluster().await?;
-        let checkpoint = meta.get_checkpoint().await?;
-        let mut objects: Vec<ObjectRecord> = Vec::new();
-        let mut after_seq = 0;
-        if let Some((cp, _)) = &checkpoint {
-            let blob = storage
-                .get_bytes(&object_store::path::Path::from(cp.key.as_str()))
-                .await?;
-            let mut from_cp: Vec<ObjectRecord> = serde_json::from_slice(&blob)
-                .map_err(|e| anyhow::anyhow!("index checkpoint {} is corrupt: {e}", cp.key))?;
-            objects.append(&mut from_cp);
-            after_seq = cp.through_seq;
-        }
-        objects.extend(meta.list_objects_after(after_seq).await?);
-        let next_seq = objects
-            .last()
-            .map_or(after_seq, |o| o.seq)
-            .max(meta.last_object_seq().await?)
-            + 1;
-        let uploader = Arc::new(Uploader::new(
-            settings.object_target_bytes,
-            settings.flush_interval,
-            writer,
-            next_seq,
-        ));
+        let cluster_record = meta.init_cluster().await?;
+        let index = meta.cluster_index().await?;
         let manager = Arc::new(LogManager {
             read_cache: RunCache::new(settings.read_cache_bytes),
+            uploader: Arc::new(Uploader::new(
+                settings.object_target_bytes,
+                settings.flush_interval,
+                writer,
+                0,
+            )),
             settings,
             meta,
             storage,
             wal,
-            uploader,
-            cluster_id: cluster.cluster_id,
+            cluster_id: cluster_record.cluster_id,
             topics: RwLock::new(HashMap::new()),
             streams: RwLock::new(HashMap::new()),
             data_version: watch::channel(0).0,
             producer_ids: tokio::sync::Mutex::new(0..0),
             live_objects: std::sync::Mutex::new(Vec::new()),
-            last_checkpoint_seq: std::sync::Mutex::new(after_seq),
+            last_checkpoint_seq: std::sync::Mutex::new(0),
             metrics,
+            writer_id,
+            cluster,
+            checkpoint_blobs: std::sync::Mutex::new(HashMap::new()),
         });
+        // This writer's own live records, for its next checkpoint, and its next seq.
+        let mut own: Vec<ObjectRecord> = Vec::new();
+        let mut after_seq = 0;
+        if let Some(w) = index.iter().find(|w| w.writer == writer_id) {
+            if let Some(cp) = &w.checkpoint {
+                own.extend(manager.checkpoint_blob(&cp.key).await?.iter().cloned());
+                after_seq = cp.through_seq;
+            }
+            own.extend(w.objects.iter().cloned());
+        }
+        let next_seq = own.last().map_or(after_seq, |o| o.seq).max(after_seq) + 1;
+        manager.uploader.set_next_seq(next_seq);
+        *lock(&manager.live_objects) = own;
+        *lock(&manager.last_checkpoint_seq) = after_seq;
         for record in manager.meta.list_topics().await? {
             manager.install_topic(&record);
         }
-        for object in &objects {
-            manager.apply_object(object, true);
-        }
-        *lock(&manager.live_objects) = objects;
+        let targets: Vec<(Arc<Partition>, i32)> = {
+            let streams = read(&manager.streams);
+            match &ownership {
+                Ownership::All => streams
+                    .values()
+                    .map(|p| {
+                        let epoch = p.lock().leader_epoch;
+                        (p.clone(), epoch)
+                    })
+                    .collect(),
+                Ownership::Streams(owned) => owned
+                    .iter()
+                    .filter_map(|(s, e)| streams.get(s).map(|p| (p.clone(), *e)))
+                    .collect(),
+            }
+        };
+        manager.load_partitions(&targets, &index).await?;
         let replayed = manager.replay_wal(recovered)?;
         // Records that needed no upload (already committed) can leave the WAL now.
         manager.wal.trim(Lsn(manager.uploader.trim_point()))?;
         tracing::info!(
             topics = manager.topic_names().len(),
+            partitions = targets.len(),
             replayed_wal_records = replayed,
             "log manager ready"
         );
         Ok(manager)
+    }
+
+    /// A checkpoint blob of the object index, parsed, from the cache or the bucket.
+    async fn checkpoint_blob(&self, key: &str) -> anyhow::Result<Arc<Vec<ObjectRecord>>> {
+        if let Some(blob) = lock(&self.checkpoint_blobs).get(key) {
+            return Ok(blob.clone());
+        }
+        let bytes = self
+            .storage
+            .get_bytes(&object_store::path::Path::from(key))
+            .await?;
+        let parsed: Vec<ObjectRecord> = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("index checkpoint {key} is corrupt: {e}"))?;
+        let parsed = Arc::new(parsed);
+        lock(&self.checkpoint_blobs).insert(key.to_string(), parsed.clone());
+        Ok(parsed)
+    }
+
+    /// Rebuilds each partition's state from the committed index (every writer's
+    /// objects) and starts serving it at the given ownership epoch. Replaces whatever
+    /// state the partition had: it comes from the bucket, nothing is copied.
+    pub async fn load_partitions(
+        &self,
+        targets: &[(Arc<Partition>, i32)],
+        index: &[WriterIndex],
+    ) -> anyhow::Result<()> {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let wanted: std::collections::HashSet<u64> =
+            targets.iter().map(|(p, _)| p.stream_id).collect();
+        let mut runs: HashMap<u64, Vec<(Arc<object_store::path::Path>, RunRecord)>> =
+            HashMap::new();
+        let mut collect = |object: &ObjectRecord| {
+            let key = Arc::new(object_store::path::Path::from(object.key.as_str()));
+            for run in object.runs.iter().filter(|r| wanted.contains(&r.stream_id)) {
+                runs.entry(run.stream_id)
+                    .or_default()
+                    .push((key.clone(), run.clone()));
+            }
+        };
+        let mut referenced = std::collections::HashSet::new();
+        for w in index {
+            if let Some(cp) = &w.checkpoint {
+                referenced.insert(cp.key.clone());
+                for object in self.checkpoint_blob(&cp.key).await?.iter() {
+                    collect(object);
+                }
+            }
+            for object in &w.objects {
+                collect(object);
+            }
+        }
+        // Blobs no checkpoint points at any more are never read again.
+        lock(&self.checkpoint_blobs).retain(|k, _| referenced.contains(k));
+        let budget = self.tail_budget_per_partition(read(&self.streams).len());
+        for (p, epoch) in targets {
+            let mut found = runs.remove(&p.stream_id).unwrap_or_default();
+            found.sort_by_key(|(_, r)| r.first_offset);
+            let mut st = p.lock();
+            let mut fresh = PartitionState::fresh(
+                *epoch,
+                st.log_start_offset,
+                st.durability,
+                st.max_message_bytes,
+            );
+            fresh.epochs.clear();
+            for (key, run) in &found {
+                if run.last_offset < fresh.committed_end {
+                    tracing::error!(topic = %p.topic, partition = p.index, first = run.first_offset,
+                        "overlapping committed runs in the index; keeping the first");
+                    continue;
+                }
+                if fresh.epochs.last().is_none_or(|(e, _)| *e != run.leader_epoch) {
+                    fresh.epochs.push((run.leader_epoch, run.first_offset));
+                }
+                fresh.add_run(RunLocation {
+                    key: key.clone(),
+                    position: run.position,
+                    length: run.length,
+                    first_offset: run.first_offset,
+                    last_offset: run.last_offset,
+                    max_timestamp: run.max_timestamp,
+                });
+                for pr in &run.producers {
+                    fresh.record_producer_batch(
+                        pr.producer_id,
+                        pr.producer_epoch,
+                        ProducerBatch {
+                            first_sequence: pr.first_sequence,
+                            last_sequence: pr.last_sequence,
+                            last_offset: pr.last_offset,
+                            timestamp: pr.last_timestamp,
+                        },
+                    );
+                }
+            }
+            if fresh.epochs.last().is_none_or(|(e, _)| *e != *epoch) {
+                let start = fresh.next_offset;
+                fresh.epochs.push((*epoch, start));
+            }
+            fresh.evict_tail(budget);
+            *st = fresh;
+        }
+        self.bump_data_version();
+        Ok(())
+    }
+
+    /// Stops serving partitions (another broker owns them now): their state is dropped.
+    pub fn disown(&self, parts: &[Arc<Partition>]) {
+        for p in parts {
+            let mut st = p.lock();
+            let mut empty =
+                PartitionState::fresh(-1, st.log_start_offset, st.durability, st.max_message_bytes);
+            empty.owned = false;
+            empty.deleted = st.deleted;
+            *st = empty;
+        }
+        // Long-polling fetches wake up and answer NOT_LEADER_OR_FOLLOWER.
+        self.bump_data_version();
+    }
+
+    /// First half of a handover: refuses new writes to `parts`, seals the open object
+    /// and waits (bounded) until everything written to them is committed. False on
+    /// timeout (the writes stay refused; call [`LogManager::resume_writes`] to cancel).
+    pub async fn quiesce(&self, parts: &[Arc<Partition>], timeout: Duration) -> bool {
+        for p in parts {
+            p.lock().releasing = true;
+        }
+        let through = self.uploader.highest_pushed();
+        self.uploader.request_seal();
+        matches!(
+            tokio::time::timeout(timeout, self.uploader.wait_committed(through)).await,
+            Ok(true)
+        )
+    }
+
+    /// Cancels a handover: the partitions take writes again.
+    pub fn resume_writes(&self, parts: &[Arc<Partition>]) {
+        for p in parts {
+            p.lock().releasing = false;
+        }
+    }
+
+    /// Every partition this broker knows, by stream id.
+    pub fn partitions_by_stream(&self) -> HashMap<u64, Arc<Partition>> {
+        read(&self.streams).clone()
+    }
+
+    /// Whether acknowledgements may be sent: always on a single node; in a cluster only
+    /// while this incarnation's lease is certainly alive.
+    pub fn lease_ok(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.session.is_valid())
+    }
+
+    /// Updates the topics from metadata (another broker created, changed or deleted one).
+    pub fn sync_topics(&self, records: &[TopicRecord]) {
+        let names: std::collections::HashSet<&str> =
+            records.iter().map(|r| r.name.as_str()).collect();
+        for record in records {
+            let unchanged = self.get_topic(&record.name).is_some_and(|t| {
+                t.id == record.topic_id
+                    && t.partitions.len() == record.partitions.len()
+                    && t.configs == record.configs
+            });
+            if !unchanged {
+                if self
+                    .get_topic(&record.name)
+                    .is_some_and(|t| t.id != record.topic_id)
+                {
+                    self.forget_topic(&record.name);
+                }
+                self.install_topic(record);
+            }
+        }
+        let gone: Vec<String> = read(&self.topics)
+            .keys()
+            .filter(|n| !names.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.forget_topic(&name);
+        }
+    }
+
+    fn forget_topic(&self, name: &str) {
+        let removed = write(&self.topics).remove(name);
+        if let Some(t) = removed {
+            let mut streams = write(&self.streams);
+            for p in &t.partitions {
+                streams.remove(&p.stream_id);
+                p.lock().deleted = true;
+            }
+        }
+        self.bump_data_version();
     }
 
     fn install_topic(&self, record: &TopicRecord) -> Arc<Topic> {
@@ -171,19 +411,20 @@ impl LogManager {
                 {
                     return existing.clone();
                 }
-                Arc::new(
-                    Partition::new(
-                        name.clone(),
-                        record.topic_id,
-                        p.index,
-                        p.stream_id,
-                        p.leader_epoch,
-                        p.log_start_offset,
-                        durability,
-                        max_bytes,
-                    )
-                    .with_counters(self.metrics.topic_counters(&record.name)),
+                let partition = Partition::new(
+                    name.clone(),
+                    record.topic_id,
+                    p.index,
+                    p.stream_id,
+                    p.leader_epoch,
+                    p.log_start_offset,
+                    durability,
+                    max_bytes,
                 )
+                .with_counters(self.metrics.topic_counters(&record.name));
+                // In a cluster a partition is served only once its owner record says so.
+                partition.lock().owned = self.cluster.is_none();
+                Arc::new(partition)
             })
             .collect();
         for p in &partitions {
@@ -207,10 +448,9 @@ impl LogManager {
         topic
     }
 
-    /// Applies a committed object's runs to the partitions (at start-up and after a commit).
-    /// `recovering`: at start-up the object's producer records rebuild idempotence state;
-    /// at run time that state is already ahead of the object and is left alone.
-    fn apply_object(&self, object: &ObjectRecord, recovering: bool) {
+    /// Applies a just-committed object's runs to the partitions this broker serves
+    /// (idempotence state is already ahead of the object and is left alone).
+    fn apply_object(&self, object: &ObjectRecord) {
         let key = Arc::new(object_store::path::Path::from(object.key.as_str()));
         let streams = read(&self.streams);
         let mut moved = false;
@@ -219,6 +459,9 @@ impl LogManager {
                 continue;
             };
             let mut st = p.lock();
+            if !st.owned {
+                continue;
+            }
             st.add_run(RunLocation {
                 key: key.clone(),
                 position: run.position,
@@ -227,18 +470,6 @@ impl LogManager {
                 last_offset: run.last_offset,
                 max_timestamp: run.max_timestamp,
             });
-            for pr in run.producers.iter().filter(|_| recovering) {
-                st.record_producer_batch(
-                    pr.producer_id,
-                    pr.producer_epoch,
-                    ProducerBatch {
-                        first_sequence: pr.first_sequence,
-                        last_sequence: pr.last_sequence,
-                        last_offset: pr.last_offset,
-                        timestamp: pr.last_timestamp,
-                    },
-                );
-            }
             if st.advance_high_watermark(run.last_offset + 1) {
                 moved = true;
             }
@@ -278,6 +509,13 @@ impl LogManager {
                 continue;
             };
             let mut st = p.lock();
+            if !st.owned || (self.cluster.is_some() && st.leader_epoch != leader_epoch) {
+                // Another broker owns it now, or owned it since (a failover with
+                // unclean.failover, or durability=object where this was never
+                // acknowledged): this tail is not part of the log.
+                self.uploader.push_skipped(record.lsn.0);
+                continue;
+            }
             if header.last_offset() < st.next_offset {
                 self.uploader.push_skipped(record.lsn.0);
                 continue; // already committed in an object
@@ -421,15 +659,7 @@ impl LogManager {
 
     pub async fn delete_topic(&self, name: &str) -> Result<uuid::Uuid> {
         let record = self.meta.delete_topic(name).await?;
-        let removed = write(&self.topics).remove(name);
-        if let Some(t) = removed {
-            let mut streams = write(&self.streams);
-            for p in &t.partitions {
-                streams.remove(&p.stream_id);
-                p.lock().deleted = true;
-            }
-        }
-        self.bump_data_version();
+        self.forget_topic(name);
         Ok(record.topic_id)
     }
 
@@ -481,9 +711,15 @@ impl LogManager {
             pending: Vec::with_capacity(batches.len()),
             ..AppendTicket::default()
         };
+        if !self.lease_ok() {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
         let mut st = partition.lock();
         if st.deleted {
             return Err(BrokerError::UnknownTopicOrPartition);
+        }
+        if !st.owned || st.releasing {
+            return Err(BrokerError::NotLeaderOrFollower);
         }
         for b in &batches {
             if b.bytes.len() > st.max_message_bytes {
@@ -551,6 +787,7 @@ impl LogManager {
             .map(|b| b.header.records_count.max(0) as u64)
             .sum();
         partition.counters.produced_bytes.inc_by(bytes);
+        partition.counters.total_in.inc_by(bytes);
         partition.counters.produced_records.inc_by(records);
         Ok(ticket)
     }
@@ -567,6 +804,11 @@ impl LogManager {
         for (submitted, batch_end) in ticket.pending {
             last_lsn = submitted.durable().await?;
             end = end.max(batch_end);
+            if ticket.durability == Durability::Local && !self.lease_ok() {
+                // Durable here, but this broker may have lost the partition meanwhile:
+                // do not acknowledge (the client retries against the current owner).
+                return Err(BrokerError::NotLeaderOrFollower);
+            }
             if ticket.durability == Durability::Local
                 && partition.lock().advance_high_watermark(batch_end)
             {
@@ -610,11 +852,11 @@ impl LogManager {
         max_bytes: usize,
         leader_epoch: i32,
     ) -> Result<(Bytes, i64, i64)> {
+        if !self.lease_ok() {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
         let (plan, hwm, start) = {
             let st = partition.lock();
-            if st.deleted {
-                return Err(BrokerError::UnknownTopicOrPartition);
-            }
             st.check_epoch(leader_epoch)?;
             (
                 st.plan_read(offset, max_bytes)?,
@@ -774,11 +1016,28 @@ impl LogManager {
                 runs: sealed.run_records(),
             };
             let started = std::time::Instant::now();
-            retry_forever("commit object", || {
-                let (meta, record) = (self.meta.clone(), record.clone());
-                async move { meta.commit_object(record, None).await }
+            let fence = self.cluster.as_ref().map(|c| c.fence.clone());
+            let writer_id = self.writer_id;
+            let committed = retry_forever("commit object", || {
+                let (meta, record, fence) = (self.meta.clone(), record.clone(), fence.clone());
+                async move {
+                    match meta.commit_object(writer_id, record, fence).await {
+                        Err(MetaError::Fenced { key }) => Ok(Err(key)),
+                        other => other.map(Ok),
+                    }
+                }
             })
             .await;
+            if let Err(key) = committed {
+                // Our lease expired (paused, partitioned): another broker may own these
+                // partitions now. Nothing more may be committed by this incarnation.
+                tracing::error!(%key, object = %sealed.key, "object commit fenced: this broker lost its registration; restarting the engine");
+                self.metrics.fenced.inc();
+                if let Some(c) = &self.cluster {
+                    let _ = c.fenced.send(true);
+                }
+                return;
+            }
             self.metrics
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -786,7 +1045,7 @@ impl LogManager {
             self.metrics.objects_committed.inc();
             self.metrics.object_bytes_committed.inc_by(record.size);
             self.metrics.object_size.observe(record.size as f64);
-            self.apply_object(&record, false);
+            self.apply_object(&record);
             lock(&self.live_objects).push(record);
             let through = self.uploader.mark_committed(&sealed);
             // Trimming unlinks segment files, which can block: keep it off the runtime.
@@ -813,12 +1072,15 @@ impl LogManager {
             .cloned()
             .collect();
         let blob = serde_json::to_vec(&objects)?;
-        let key =
-            object_store::path::Path::from(format!("index/checkpoint-{through_seq:020}.json"));
+        let key = object_store::path::Path::from(format!(
+            "index/{:010}/checkpoint-{through_seq:020}.json",
+            self.writer_id
+        ));
         self.storage.put_bytes(&key, Bytes::from(blob)).await?;
-        let previous = self.meta.get_checkpoint().await?;
+        let previous = self.meta.get_checkpoint(self.writer_id).await?;
         self.meta
             .commit_checkpoint(
+                self.writer_id,
                 cirrus_controller::CheckpointRecord {
                     through_seq,
                     key: key.to_string(),

@@ -12,7 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -35,6 +35,9 @@ pub struct TopicCounters {
     pub produced_bytes: Counter,
     pub produced_records: Counter,
     pub fetched_bytes: Counter,
+    /// Broker-wide totals (shared by every topic's counters), for the load it publishes.
+    pub total_in: Counter,
+    pub total_out: Counter,
 }
 
 /// Every metric the broker updates directly.
@@ -52,6 +55,16 @@ pub struct Metrics {
     pub upload_seconds: Histogram,
     pub commit_seconds: Histogram,
     pub metadata_writes: Counter,
+    /// Times this broker found itself fenced (lease lost) and restarted its engine.
+    pub fenced: Counter,
+    pub moves_in: Counter,
+    pub moves_out: Counter,
+    pub partitions_owned: Gauge,
+    pub is_controller: Gauge,
+    pub offline_partitions: Gauge,
+    /// Bytes produced and fetched over all topics (not exported; see TopicCounters).
+    pub total_in: Counter,
+    pub total_out: Counter,
 }
 
 impl Default for Metrics {
@@ -138,7 +151,47 @@ impl Metrics {
             "Transactions written to the metadata store by the data path",
             metadata_writes.clone(),
         );
+        let fenced = Counter::default();
+        registry.register(
+            "fenced",
+            "Times this broker lost its session (lease) and restarted its engine",
+            fenced.clone(),
+        );
+        let moves = Family::<DirectionLabel, Counter>::default();
+        registry.register(
+            "ownership_moves",
+            "Partitions taken over (in) and handed over (out) by this broker",
+            moves.clone(),
+        );
+        let moves_in = moves.get_or_create(&DirectionLabel { direction: "in" }).clone();
+        let moves_out = moves.get_or_create(&DirectionLabel { direction: "out" }).clone();
+        let partitions_owned = Gauge::default();
+        registry.register(
+            "partitions_owned",
+            "Partitions this broker serves",
+            partitions_owned.clone(),
+        );
+        let is_controller = Gauge::default();
+        registry.register(
+            "is_controller",
+            "1 while this broker is the elected controller",
+            is_controller.clone(),
+        );
+        let offline_partitions = Gauge::default();
+        registry.register(
+            "offline_partitions",
+            "Partitions whose owner is not live (reported by the controller)",
+            offline_partitions.clone(),
+        );
         Metrics {
+            total_in: Counter::default(),
+            total_out: Counter::default(),
+            fenced,
+            moves_in,
+            moves_out,
+            partitions_owned,
+            is_controller,
+            offline_partitions,
             registry,
             requests,
             request_seconds,
@@ -163,6 +216,8 @@ impl Metrics {
             produced_bytes: self.produced_bytes.get_or_create(&label).clone(),
             produced_records: self.produced_records.get_or_create(&label).clone(),
             fetched_bytes: self.fetched_bytes.get_or_create(&label).clone(),
+            total_in: self.total_in.clone(),
+            total_out: self.total_out.clone(),
         }
     }
 
@@ -188,6 +243,11 @@ pub struct StateCollector {
     pub wal: cirrus_wal::Wal,
     /// Set once the log manager exists (the collector is registered before).
     pub uploader: Arc<std::sync::OnceLock<Arc<crate::uploader::Uploader>>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

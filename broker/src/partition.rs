@@ -93,6 +93,11 @@ pub struct PartitionState {
     /// (epoch, start offset) in increasing order.
     pub epochs: Vec<(i32, i64)>,
     pub deleted: bool,
+    /// This broker serves the partition (single node: always; cluster: while it owns it
+    /// and has loaded its state). Everything above is meaningless while false.
+    pub owned: bool,
+    /// Handing over to another broker: reads still served, writes refused.
+    pub releasing: bool,
 }
 
 /// One partition's log.
@@ -125,21 +130,12 @@ impl Partition {
             topic_id,
             index,
             stream_id,
-            state: std::sync::Mutex::new(PartitionState {
+            state: std::sync::Mutex::new(PartitionState::fresh(
                 leader_epoch,
                 log_start_offset,
-                next_offset: log_start_offset,
-                high_watermark: log_start_offset,
-                committed_end: log_start_offset,
                 durability,
                 max_message_bytes,
-                tail: VecDeque::new(),
-                tail_bytes: 0,
-                runs: BTreeMap::new(),
-                producers: HashMap::new(),
-                epochs: vec![(leader_epoch, log_start_offset)],
-                deleted: false,
-            }),
+            )),
             counters: crate::metrics::TopicCounters::default(),
         }
     }
@@ -166,8 +162,42 @@ impl Partition {
 }
 
 impl PartitionState {
-    /// Checks a client-supplied leader epoch (-1 means "don't check").
+    /// An empty, owned log starting at `log_start_offset`.
+    pub fn fresh(
+        leader_epoch: i32,
+        log_start_offset: i64,
+        durability: Durability,
+        max_message_bytes: usize,
+    ) -> Self {
+        PartitionState {
+            leader_epoch,
+            log_start_offset,
+            next_offset: log_start_offset,
+            high_watermark: log_start_offset,
+            committed_end: log_start_offset,
+            durability,
+            max_message_bytes,
+            tail: VecDeque::new(),
+            tail_bytes: 0,
+            runs: BTreeMap::new(),
+            producers: HashMap::new(),
+            epochs: vec![(leader_epoch, log_start_offset)],
+            deleted: false,
+            owned: true,
+            releasing: false,
+        }
+    }
+
+    /// Refuses requests for a partition another broker owns (the client refreshes its
+    /// metadata and goes there), then checks a client-supplied leader epoch (-1 means
+    /// "don't check").
     pub fn check_epoch(&self, requested: i32) -> Result<()> {
+        if self.deleted {
+            return Err(BrokerError::UnknownTopicOrPartition);
+        }
+        if !self.owned {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
         if requested < 0 || requested == self.leader_epoch {
             Ok(())
         } else if requested < self.leader_epoch {

@@ -1,12 +1,20 @@
-//! Start-up and shutdown of a single-node broker: opens the metadata store, the object
-//! store and the WAL, recovers, serves Kafka and HTTP, and on SIGTERM/SIGINT stops
-//! accepting, seals and uploads what the WAL holds, commits it and returns.
+//! Start-up and shutdown of a broker: opens the metadata store (embedded on a single
+//! node, etcd in a cluster), the object store and the WAL, recovers, serves Kafka, HTTP
+//! and (in a cluster) the admin gRPC API; on SIGTERM/SIGINT hands its partitions to the
+//! other brokers (cluster), stops accepting, seals and uploads what the WAL holds,
+//! commits it and returns.
+//!
+//! In a cluster, start-up registers the broker under a session lease before anything is
+//! served, and loads exactly the partitions whose owner records name it. If the lease
+//! is lost (a long pause, a partition from etcd) the broker is fenced: [`Broker::fenced`]
+//! resolves, and the caller abandons this engine and starts a new one, which recovers
+//! from the WAL and the bucket like a restarted process.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
-use cirrus_controller::{EmbeddedMetaStore, Metadata};
+use cirrus_controller::{EmbeddedMetaStore, Metadata, Session};
 use cirrus_storage::{InstrumentedStore, LatencyStore, ObjectStorage, StorageOptions};
 use cirrus_wal::{Wal, WalOptions};
 use tokio::net::TcpListener;
@@ -15,7 +23,8 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::handlers::Ctx;
 use crate::http::Health;
-use crate::log::LogManager;
+use crate::cluster::Member;
+use crate::log::{ClusterLink, LogManager, Ownership};
 use crate::metrics::{Metrics, StateCollector};
 
 /// Root of every metadata key of this cluster.
@@ -27,12 +36,76 @@ pub struct Broker {
     pub logs: Arc<LogManager>,
     pub kafka_addr: std::net::SocketAddr,
     pub http_addr: std::net::SocketAddr,
+    pub admin_addr: Option<std::net::SocketAddr>,
     health: Arc<Health>,
     stop_serving: watch::Sender<bool>,
     stop_pipeline: watch::Sender<bool>,
     serving: Vec<tokio::task::JoinHandle<()>>,
     pipeline: Vec<tokio::task::JoinHandle<()>>,
     settings: Arc<Settings>,
+    cluster: Option<ClusterParts>,
+}
+
+/// What only a cluster member runs.
+#[derive(Debug)]
+struct ClusterParts {
+    member: Arc<Member>,
+    session: Session,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    admin: tokio::task::JoinHandle<()>,
+    fenced: watch::Receiver<bool>,
+}
+
+/// The metadata store, and in a cluster the session and registration.
+struct Membership {
+    meta: Metadata,
+    cluster: Option<(Session, u64, String, TcpListener, ClusterLink)>,
+    fenced: Option<watch::Receiver<bool>>,
+}
+
+async fn join(settings: &Settings) -> anyhow::Result<Membership> {
+    let Some(endpoints) = &settings.etcd_endpoints else {
+        let meta_path = settings.data_dir.join("meta.redb");
+        let store = EmbeddedMetaStore::open(&meta_path)
+            .with_context(|| format!("cannot open metadata store {}", meta_path.display()))?;
+        return Ok(Membership {
+            meta: Metadata::new(Arc::new(store), META_ROOT),
+            cluster: None,
+            fenced: None,
+        });
+    };
+    let store = cirrus_controller::EtcdMetaStore::connect(
+        endpoints,
+        cirrus_controller::EtcdOptions::default(),
+    )
+    .await
+    .with_context(|| format!("cannot reach etcd at {}", endpoints.join(",")))?;
+    let meta = Metadata::new(Arc::new(store), META_ROOT);
+    meta.init_cluster().await?;
+    let admin = TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin_listen)", settings.admin_listen))?;
+    let admin_addr = admin.local_addr()?;
+    let session = Session::start(meta.store().clone(), settings.session_ttl)
+        .await
+        .context("cannot open a session (lease) in etcd")?;
+    let incarnation = uuid::Uuid::new_v4().to_string();
+    let record = crate::cluster::broker_record(settings, &incarnation, &admin_addr.to_string());
+    let version =
+        crate::cluster::register(&meta, &record, &session, settings.session_ttl).await?;
+    let (fenced_tx, fenced_rx) = watch::channel(false);
+    let link = ClusterLink {
+        session: session.clone(),
+        fence: meta.broker_fence(settings.node_id, version),
+        fenced: fenced_tx,
+    };
+    tracing::info!(broker = settings.node_id, %incarnation, endpoints = %endpoints.join(","), "registered in the cluster");
+    Ok(Membership {
+        meta,
+        cluster: Some((session, version, incarnation, admin, link)),
+        fenced: Some(fenced_rx),
+    })
 }
 
 impl Broker {
@@ -45,10 +118,11 @@ impl Broker {
                 settings.data_dir.display()
             )
         })?;
-        let meta_path = settings.data_dir.join("meta.redb");
-        let store = EmbeddedMetaStore::open(&meta_path)
-            .with_context(|| format!("cannot open metadata store {}", meta_path.display()))?;
-        let meta = Metadata::new(Arc::new(store), META_ROOT);
+        let Membership {
+            meta,
+            cluster,
+            fenced,
+        } = join(&settings).await?;
         let mut object_store =
             cirrus_storage::open_object_store(&settings.object_store, &settings.s3)
                 .with_context(|| format!("cannot open object store {}", settings.object_store))?;
@@ -88,16 +162,73 @@ impl Broker {
             uploader: uploader_slot.clone(),
         });
         let metrics = Arc::new(metrics);
+        let ownership = match &cluster {
+            None => Ownership::All,
+            Some(_) => Ownership::Streams(
+                meta.list_owners()
+                    .await?
+                    .into_iter()
+                    .filter(|(o, _)| o.broker == settings.node_id)
+                    .map(|(o, _)| (o.stream_id, o.epoch))
+                    .collect(),
+            ),
+        };
         let logs = LogManager::open(
             settings.clone(),
-            meta,
+            meta.clone(),
             storage,
             wal,
             recovered.records,
             writer,
             metrics.clone(),
+            settings.node_id,
+            cluster.as_ref().map(|c| c.4.clone()),
+            ownership,
         )
         .await?;
+        let (stop_cluster, stop_cluster_rx) = watch::channel(false);
+        let member = match cluster {
+            None => None,
+            Some((session, version, incarnation, admin, link)) => {
+                let is_controller = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let member = Arc::new(Member::new(
+                    settings.node_id,
+                    meta.clone(),
+                    session.clone(),
+                    version,
+                    incarnation.clone(),
+                    is_controller.clone(),
+                ));
+                member.refresh_view().await?;
+                let controller = cirrus_controller::ControllerConfig {
+                    broker_id: settings.node_id,
+                    incarnation,
+                    tick: std::time::Duration::from_millis(200),
+                    policy: controller_policy(&settings),
+                    leader: is_controller,
+                };
+                let tasks = vec![
+                    tokio::spawn(member.clone().run(
+                        logs.clone(),
+                        link.fenced.clone(),
+                        stop_cluster_rx.clone(),
+                    )),
+                    tokio::spawn(cirrus_controller::run_controller(
+                        meta.clone(),
+                        session.clone(),
+                        controller,
+                        stop_cluster_rx.clone(),
+                    )),
+                ];
+                let admin = tokio::spawn(crate::admin_service::serve(
+                    admin,
+                    member.clone(),
+                    logs.clone(),
+                    stop_cluster_rx.clone(),
+                ));
+                Some((member, session, tasks, admin))
+            }
+        };
 
         let kafka = TcpListener::bind(settings.kafka_listen)
             .await
@@ -125,6 +256,7 @@ impl Broker {
         let ctx = Arc::new(Ctx {
             settings: settings.clone(),
             logs: logs.clone(),
+            member: member.as_ref().map(|m| m.0.clone()),
         });
         let serving = vec![
             tokio::spawn(crate::server::serve(kafka, ctx, serving_rx.clone())),
@@ -133,10 +265,29 @@ impl Broker {
         health.ready.store(true, Ordering::Release);
         tracing::info!(%kafka_addr, %http_addr, data_dir = %settings.data_dir.display(),
             object_store = %settings.object_store, "cirrus is serving");
+        let admin_addr = member.as_ref().and_then(|m| {
+            m.0.view()
+                .brokers
+                .get(&settings.node_id)
+                .and_then(|b| b.admin_addr.parse().ok())
+        });
+        let cluster = match (member, fenced) {
+            (Some((member, session, tasks, admin)), Some(fenced)) => Some(ClusterParts {
+                member,
+                session,
+                stop: stop_cluster,
+                tasks,
+                admin,
+                fenced,
+            }),
+            _ => None,
+        };
         Ok(Broker {
             logs,
             kafka_addr,
             http_addr,
+            admin_addr,
+            cluster,
             health,
             stop_serving,
             stop_pipeline,
@@ -146,9 +297,59 @@ impl Broker {
         })
     }
 
-    /// Graceful stop: stop accepting, upload and commit what the WAL holds, close the WAL.
+    /// Resolves when this engine is fenced (its session lease was lost, or a commit was
+    /// refused): the caller must [`Broker::abandon`] it and start a new one. Never
+    /// resolves on a single node.
+    pub async fn fenced(&mut self) {
+        match &mut self.cluster {
+            Some(c) => {
+                if c.fenced.wait_for(|f| *f).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+
+    /// After fencing: stops everything at once without committing anything more (this
+    /// incarnation may no longer own what it holds). The WAL is closed with its
+    /// contents; the next engine replays what is still this broker's.
+    pub async fn abandon(self) {
+        self.health.ready.store(false, Ordering::Release);
+        let _ = self.stop_serving.send(true);
+        let _ = self.stop_pipeline.send(true);
+        if let Some(c) = self.cluster {
+            let _ = c.stop.send(true);
+            for task in c.tasks.into_iter().chain(std::iter::once(c.admin)) {
+                task.abort();
+                let _ = task.await;
+            }
+            c.session.close().await;
+        }
+        for task in self.pipeline.into_iter().chain(self.serving) {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Err(e) = self.logs.wal.close().await {
+            tracing::warn!(error = %e, "closing the WAL after fencing");
+        }
+    }
+
+    /// Graceful stop: in a cluster, hand every partition to the other brokers first;
+    /// then stop accepting, upload and commit what the WAL holds, close the WAL.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.health.ready.store(false, Ordering::Release);
+        let mut cluster_rest = None;
+        if let Some(c) = self.cluster {
+            let _ = c.stop.send(true);
+            for task in c.tasks {
+                let _ = task.await;
+            }
+            c.member
+                .hand_over_all(&self.logs, self.settings.shutdown_timeout)
+                .await;
+            cluster_rest = Some((c.session, c.admin));
+        }
         let _ = self.stop_serving.send(true);
         let mut serving = self.serving.into_iter();
         if let Some(kafka) = serving.next() {
@@ -161,6 +362,12 @@ impl Broker {
             let _ = task.await;
         }
         self.logs.wal.close().await.context("closing the WAL")?;
+        if let Some((session, admin)) = cluster_rest {
+            admin.abort();
+            let _ = admin.await;
+            // Revoking the lease deregisters at once instead of after the TTL.
+            session.close().await;
+        }
         if !drained {
             anyhow::bail!(
                 "shutdown timed out after {:?} with data not yet uploaded; it stays in the WAL and is uploaded at the next start",
@@ -172,9 +379,61 @@ impl Broker {
     }
 }
 
+fn controller_policy(settings: &Settings) -> cirrus_controller::Policy {
+    cirrus_controller::Policy {
+        unclean_failover: settings.unclean_failover,
+        default_durability_object: settings.durability == crate::config::Durability::Object,
+        auto_rebalance: settings.auto_rebalance,
+        max_moves_per_tick: 1000,
+    }
+}
+
 fn rand_u32() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     nanos ^ std::process::id().rotate_left(16)
+}
+
+/// `cirrus controller`: campaigns for the controller role and, while elected, runs it,
+/// until `stop` resolves. Holds no partitions and serves no clients.
+pub async fn run_controller_only(
+    settings: Settings,
+    stop: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let endpoints = settings
+        .etcd_endpoints
+        .clone()
+        .context("the controller needs --etcd-endpoints")?;
+    let store = cirrus_controller::EtcdMetaStore::connect(
+        &endpoints,
+        cirrus_controller::EtcdOptions::default(),
+    )
+    .await
+    .with_context(|| format!("cannot reach etcd at {}", endpoints.join(",")))?;
+    let meta = Metadata::new(Arc::new(store), META_ROOT);
+    meta.init_cluster().await?;
+    let session = Session::start(meta.store().clone(), settings.session_ttl)
+        .await
+        .context("cannot open a session (lease) in etcd")?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let config = cirrus_controller::ControllerConfig {
+        broker_id: -1,
+        incarnation: uuid::Uuid::new_v4().to_string(),
+        tick: std::time::Duration::from_millis(200),
+        policy: controller_policy(&settings),
+        leader: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    tracing::info!(endpoints = %endpoints.join(","), "standalone controller campaigning");
+    let controller = tokio::spawn(cirrus_controller::run_controller(
+        meta,
+        session.clone(),
+        config,
+        stop_rx,
+    ));
+    let result = stop.await;
+    let _ = stop_tx.send(true);
+    let _ = controller.await;
+    session.close().await;
+    result
 }

@@ -85,6 +85,8 @@ pub struct Uploader {
     /// LSNs pushed but not yet committed, with when they were pushed.
     pending: Mutex<BTreeMap<u64, Instant>>,
     highest_pushed: Mutex<u64>,
+    /// Seal the open object now, whatever its size (set by a partition handover).
+    seal_requested: std::sync::atomic::AtomicBool,
     wake: Notify,
     committed_lsn: watch::Sender<u64>,
     target_bytes: u64,
@@ -100,6 +102,7 @@ impl Uploader {
             open: Mutex::new(OpenObject::default()),
             pending: Mutex::new(BTreeMap::new()),
             highest_pushed: Mutex::new(0),
+            seal_requested: std::sync::atomic::AtomicBool::new(false),
             wake: Notify::new(),
             committed_lsn: watch::channel(0).0,
             target_bytes,
@@ -177,6 +180,24 @@ impl Uploader {
         }
     }
 
+    /// Sets the seq of the next sealed object (after the index is read at start-up).
+    pub fn set_next_seq(&self, seq: u64) {
+        *lock(&self.next_seq) = seq;
+    }
+
+    /// The highest LSN pushed so far: once [`Uploader::wait_committed`] reaches it,
+    /// everything pushed before this call is in the bucket.
+    pub fn highest_pushed(&self) -> u64 {
+        *lock(&self.highest_pushed)
+    }
+
+    /// Asks the sealer to seal the open object now (a handover waits for it).
+    pub fn request_seal(&self) {
+        self.seal_requested
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_one();
+    }
+
     /// The writer name in object keys.
     pub fn writer(&self) -> &str {
         &self.writer
@@ -184,6 +205,10 @@ impl Uploader {
 
     /// Seals the open object if it is due (or if `force` and it is not empty).
     fn seal_if_due(&self, force: bool) -> Option<SealedObject> {
+        let force = force
+            || self
+                .seal_requested
+                .swap(false, std::sync::atomic::Ordering::AcqRel);
         let mut open = lock(&self.open);
         if open.builder.is_empty() {
             return None;

@@ -12,13 +12,18 @@
 //!
 //! It checks the contract written on [`MetaStore`]: put/get, list order and prefix
 //! boundaries, increasing versions, all-or-nothing compare-and-swap, `Absent` and
-//! `Version { version: 0 }` compares, delete, and that concurrent CAS increments lose
-//! no update.
+//! `Version { version: 0 }` compares, delete, that concurrent CAS increments lose no
+//! update, and leases (grant, keep-alive, revoke, expiry deleting a lease's keys
+//! together, puts with a dead lease failing with [`MetaError::LeaseExpired`]). The
+//! lease checks wait for one 1 s lease to expire (about 2–3 s on etcd, whose minimum
+//! TTL is about 2 s).
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::MetaError;
-use crate::store::{Compare, KeyValue, MetaStore, Op, Txn};
+use crate::store::{Compare, KeyValue, LeaseId, MetaStore, Op, Txn};
 
 /// Runs every check against `store`, which must start empty. Panics on a violation.
 pub async fn run(store: &dyn MetaStore) {
@@ -39,6 +44,7 @@ pub async fn run_with_prefix(store: &dyn MetaStore, prefix: &str) {
     delete(store).await;
     limits(store).await;
     concurrent_increments(store).await;
+    leases(store).await;
 }
 
 /// A view of a store with every key under a prefix; the checks talk only to this.
@@ -89,9 +95,10 @@ impl Scoped<'_> {
             .ops
             .into_iter()
             .map(|op| match op {
-                Op::Put { key, value } => Op::Put {
+                Op::Put { key, value, lease } => Op::Put {
                     key: self.full(&key),
                     value,
+                    lease,
                 },
                 Op::Delete { key } => Op::Delete {
                     key: self.full(&key),
@@ -99,6 +106,18 @@ impl Scoped<'_> {
             })
             .collect();
         self.store.txn(Txn { compares, ops }).await
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, MetaError> {
+        self.store.lease_grant(ttl).await
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<bool, MetaError> {
+        self.store.lease_keep_alive(lease).await
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<(), MetaError> {
+        self.store.lease_revoke(lease).await
     }
 }
 
@@ -488,4 +507,180 @@ async fn concurrent_increments(store: &Scoped<'_>) {
         conflicts > 0,
         "interleaved read-modify-write must have produced at least one failed compare"
     );
+}
+
+async fn keys_under(store: &Scoped<'_>, prefix: &str) -> Vec<String> {
+    store
+        .list(prefix)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect()
+}
+
+/// Longest wait for a 1 s lease to be observed expired (etcd rounds TTLs up to its
+/// minimum and checks expiry on a timer).
+const LEASE_EXPIRY_DEADLINE: Duration = Duration::from_secs(15);
+
+async fn leases(store: &Scoped<'_>) {
+    let ttl = Duration::from_secs(1);
+    let expiring = store.lease_grant(ttl).await.expect("lease_grant");
+    let kept = store.lease_grant(ttl).await.expect("lease_grant");
+    let revoked = store.lease_grant(ttl).await.expect("lease_grant");
+    assert!(expiring > 0 && kept > 0 && revoked > 0, "lease ids are > 0");
+    assert!(
+        expiring != kept && kept != revoked && expiring != revoked,
+        "lease ids are distinct"
+    );
+
+    // Two keys on the expiring lease in one txn, together with an unbound key.
+    assert!(
+        must_txn(
+            store,
+            Txn::new()
+                .put_with_lease("lease/a1", "1", expiring)
+                .put_with_lease("lease/a2", "2", expiring)
+                .put("lease/plain", "p")
+        )
+        .await
+    );
+    assert!(must_txn(store, Txn::new().put_with_lease("lease/b", "b", kept)).await);
+    assert!(must_txn(store, Txn::new().put_with_lease("lease/c", "c", revoked)).await);
+    // A put without a lease unbinds the key (as in etcd): it outlives the lease.
+    assert!(
+        must_txn(
+            store,
+            Txn::new().put_with_lease("lease/unbound", "x", expiring)
+        )
+        .await
+    );
+    assert!(must_txn(store, Txn::new().put("lease/unbound", "y")).await);
+    assert!(
+        store.lease_keep_alive(kept).await.expect("keep-alive"),
+        "a live lease can be kept alive"
+    );
+
+    // Revoke deletes the lease's keys and nothing else.
+    store.lease_revoke(revoked).await.expect("lease_revoke");
+    assert_eq!(
+        value_of(store, "lease/c").await,
+        None,
+        "revoke deletes its keys"
+    );
+    assert_eq!(
+        keys_under(store, "lease/").await,
+        [
+            "lease/a1",
+            "lease/a2",
+            "lease/b",
+            "lease/plain",
+            "lease/unbound"
+        ]
+    );
+    store
+        .lease_revoke(revoked)
+        .await
+        .expect("revoking a revoked lease is fine");
+    assert!(
+        !store.lease_keep_alive(revoked).await.expect("keep-alive"),
+        "a revoked lease cannot be kept alive"
+    );
+    let err = store
+        .txn(
+            Txn::new()
+                .put("lease/after-revoke", "x")
+                .put_with_lease("lease/c", "again", revoked),
+        )
+        .await
+        .expect_err("a put with a revoked lease must fail");
+    assert!(matches!(err, MetaError::LeaseExpired), "{err}");
+    assert_eq!(
+        value_of(store, "lease/after-revoke").await,
+        None,
+        "a txn refused for its lease applies nothing"
+    );
+    // The lease is only checked for a txn that would apply.
+    assert!(
+        !must_txn(
+            store,
+            Txn::new()
+                .when_absent("lease/plain")
+                .put_with_lease("lease/c", "again", revoked)
+        )
+        .await,
+        "a failed compare wins over a dead lease"
+    );
+
+    // Expiry: keep one lease alive, let the other lapse. Its keys vanish together.
+    let started = Instant::now();
+    loop {
+        assert!(
+            store.lease_keep_alive(kept).await.expect("keep-alive"),
+            "a lease kept alive every 200 ms must not expire"
+        );
+        let keys = keys_under(store, "lease/").await;
+        let a1 = keys.iter().any(|k| k == "lease/a1");
+        let a2 = keys.iter().any(|k| k == "lease/a2");
+        assert_eq!(
+            a1, a2,
+            "the keys of one lease are deleted atomically: {keys:?}"
+        );
+        if !a1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < LEASE_EXPIRY_DEADLINE,
+            "a 1 s lease without keep-alives did not expire within {LEASE_EXPIRY_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "a lease must not expire well before its TTL"
+    );
+    assert_eq!(
+        keys_under(store, "lease/").await,
+        ["lease/b", "lease/plain", "lease/unbound"],
+        "expiry deletes exactly the lease's keys"
+    );
+    assert_eq!(
+        value_of(store, "lease/unbound").await,
+        Some(Bytes::from_static(b"y"))
+    );
+    assert!(
+        !store.lease_keep_alive(expiring).await.expect("keep-alive"),
+        "an expired lease cannot be kept alive"
+    );
+    let err = store
+        .txn(Txn::new().put_with_lease("lease/a1", "late", expiring))
+        .await
+        .expect_err("a put with an expired lease must fail");
+    assert!(matches!(err, MetaError::LeaseExpired), "{err}");
+    assert_eq!(value_of(store, "lease/a1").await, None);
+    // The expired key is absent for compares: somebody else can take it.
+    assert!(
+        must_txn(
+            store,
+            Txn::new()
+                .when(Compare::Absent {
+                    key: "lease/a1".into()
+                })
+                .put_with_lease("lease/a1", "successor", kept)
+        )
+        .await,
+        "a Compare::Absent on an expired lease's key holds"
+    );
+
+    // Revoking the kept lease deletes both of its keys; revoking again is fine.
+    store.lease_revoke(kept).await.expect("lease_revoke");
+    assert_eq!(
+        keys_under(store, "lease/").await,
+        ["lease/plain", "lease/unbound"]
+    );
+    assert!(!store.lease_keep_alive(kept).await.expect("keep-alive"));
+    store
+        .lease_revoke(expiring)
+        .await
+        .expect("revoking an expired lease is fine");
 }

@@ -15,8 +15,10 @@ pub enum Entity {
     Topic,
     /// A partition of an existing topic.
     Partition,
-    /// A committed object record (`objects/{seq}`).
+    /// A committed object record (`objects/{writer}/{seq}`).
     Object,
+    /// A broker registration (`brokers/{id}`).
+    Broker,
 }
 
 impl std::fmt::Display for Entity {
@@ -25,6 +27,7 @@ impl std::fmt::Display for Entity {
             Entity::Topic => "topic",
             Entity::Partition => "partition",
             Entity::Object => "object record",
+            Entity::Broker => "broker",
         })
     }
 }
@@ -110,6 +113,14 @@ pub enum MetaError {
     /// A value or transaction above the limits in [`crate::store`].
     #[error("metadata too large: {0}")]
     TooLarge(String),
+    /// A transaction put a key with a lease that has expired, was revoked, or never
+    /// existed (etcd: "requested lease not found"); nothing was applied. The session that
+    /// owned the lease is gone: its lease-bound keys (broker registration, controller
+    /// key) were deleted, and the holder must start a new session.
+    #[error(
+        "the metadata lease has expired or was revoked (requested lease not found); the session is lost and must be restarted"
+    )]
+    LeaseExpired,
 }
 
 impl MetaError {

@@ -20,6 +20,13 @@
 //!   for a missing key). Puts and deletes go in the success branch, there is no
 //!   failure branch, and the result is etcd's `succeeded`. etcd commits through raft
 //!   before answering, which is the trait's durability rule.
+//! - Leases are etcd's native leases. [`MetaStore::lease_grant`] asks for the TTL in
+//!   whole seconds (etcd may raise it to its minimum, about 2 s with default election
+//!   settings). [`MetaStore::lease_keep_alive`] opens a keep-alive stream, sends one
+//!   request and reads one response (TTL 0 means the lease is gone: `Ok(false)`).
+//!   A put with a lease becomes a put with that lease id; etcd's "requested lease not
+//!   found" becomes [`MetaError::LeaseExpired`]. Lease id 0 means "no lease" to etcd, so
+//!   a put with lease id ≤ 0 is refused with [`MetaError::LeaseExpired`] before sending.
 //!
 //! # Limits
 //!
@@ -50,12 +57,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KvClient,
-    Txn as EtcdTxn, TxnOp,
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KvClient, LeaseClient,
+    PutOptions, Txn as EtcdTxn, TxnOp,
 };
 
 use crate::MetaError;
-use crate::store::{Compare, KeyValue, MetaStore, Op, Txn};
+use crate::store::{Compare, KeyValue, LeaseId, MetaStore, Op, Txn, lease_ttl_secs};
 
 /// Keys fetched per range request by [`MetaStore::list`].
 pub const LIST_PAGE_KEYS: i64 = 256;
@@ -109,6 +116,7 @@ enum EtcdError {
 /// the local stores. Cheap to share: requests multiplex over one gRPC channel.
 pub struct EtcdMetaStore {
     kv: KvClient,
+    lease: LeaseClient,
     endpoints: String,
     request_timeout: Duration,
 }
@@ -141,10 +149,10 @@ impl EtcdMetaStore {
                 .max_decoding_message_size(MAX_RESPONSE_BYTES);
             kv.get(PROBE_KEY, Some(GetOptions::new().with_count_only()))
                 .await?;
-            Ok::<_, etcd_client::Error>(kv)
+            Ok::<_, etcd_client::Error>((kv, client.lease_client()))
         };
-        let kv = match tokio::time::timeout(opts.connect_timeout, connecting).await {
-            Ok(Ok(kv)) => kv,
+        let (kv, lease) = match tokio::time::timeout(opts.connect_timeout, connecting).await {
+            Ok(Ok(clients)) => clients,
             Ok(Err(source)) => {
                 return Err(backend(
                     "connecting to etcd",
@@ -166,6 +174,7 @@ impl EtcdMetaStore {
         };
         Ok(Self {
             kv,
+            lease,
             endpoints: joined,
             request_timeout: opts.request_timeout,
         })
@@ -195,6 +204,9 @@ impl EtcdMetaStore {
             if message.contains("too many operations") || message.contains("too large") {
                 return MetaError::TooLarge(format!("etcd rejected the request: {message}"));
             }
+            if is_lease_not_found(&source) {
+                return MetaError::LeaseExpired;
+            }
         }
         backend(
             context,
@@ -203,6 +215,17 @@ impl EtcdMetaStore {
                 source,
             },
         )
+    }
+}
+
+/// Whether etcd answered "requested lease not found" (or the client saw a TTL of 0).
+fn is_lease_not_found(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.message().contains("requested lease not found")
+        }
+        etcd_client::Error::LeaseKeepAliveError(message) => message.contains("lease not found"),
+        _ => false,
     }
 }
 
@@ -317,20 +340,93 @@ impl MetaStore for EtcdMetaStore {
                 Compare::Absent { key } => EtcdCompare::version(key.as_str(), CompareOp::Equal, 0),
             });
         }
-        let ops: Vec<TxnOp> = txn
-            .ops
-            .into_iter()
-            .map(|op| match op {
-                Op::Put { key, value } => TxnOp::put(key, value.to_vec(), None),
+        let mut ops = Vec::with_capacity(txn.ops.len());
+        for op in txn.ops {
+            ops.push(match op {
+                Op::Put {
+                    key,
+                    value,
+                    lease: None,
+                } => TxnOp::put(key, value.to_vec(), None),
+                // etcd reads lease 0 as "no lease": no granted lease has an id <= 0.
+                Op::Put {
+                    lease: Some(lease), ..
+                } if lease <= 0 => return Err(MetaError::LeaseExpired),
+                Op::Put {
+                    key,
+                    value,
+                    lease: Some(lease),
+                } => TxnOp::put(
+                    key,
+                    value.to_vec(),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
                 Op::Delete { key } => TxnOp::delete(key, None),
-            })
-            .collect();
+            });
+        }
         let request = EtcdTxn::new().when(compares).and_then(ops);
         let mut kv = self.kv.clone();
         let resp = self
             .call("committing a transaction to etcd", kv.txn(request))
             .await?;
         Ok(resp.succeeded())
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, MetaError> {
+        let secs = i64::try_from(lease_ttl_secs(ttl)).unwrap_or(i64::MAX);
+        let mut lease = self.lease.clone();
+        let resp = self
+            .call("granting a lease in etcd", lease.grant(secs, None))
+            .await?;
+        if !resp.error().is_empty() || resp.id() <= 0 {
+            return Err(MetaError::Backend {
+                context: "granting a lease in etcd".into(),
+                source: format!(
+                    "etcd at {} refused the lease grant (id {}): {}",
+                    self.endpoints,
+                    resp.id(),
+                    resp.error()
+                )
+                .into(),
+            });
+        }
+        Ok(resp.id())
+    }
+
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<bool, MetaError> {
+        if id <= 0 {
+            return Ok(false);
+        }
+        let mut lease = self.lease.clone();
+        // etcd-client's keep_alive opens the stream, sends one request and reads one
+        // response; a TTL of 0 in it comes back as "lease not found". Dropping the
+        // keeper and the stream closes the stream.
+        match tokio::time::timeout(self.request_timeout, lease.keep_alive(id)).await {
+            Ok(Ok((_keeper, _stream))) => Ok(true),
+            Ok(Err(e)) if is_lease_not_found(&e) => Ok(false),
+            Ok(Err(source)) => Err(self.map_error("refreshing a lease in etcd", source)),
+            Err(_) => Err(backend(
+                "refreshing a lease in etcd",
+                EtcdError::Timeout {
+                    endpoints: self.endpoints.clone(),
+                    timeout: self.request_timeout,
+                },
+            )),
+        }
+    }
+
+    async fn lease_revoke(&self, id: LeaseId) -> Result<(), MetaError> {
+        if id <= 0 {
+            return Ok(());
+        }
+        let mut lease = self.lease.clone();
+        match self
+            .call("revoking a lease in etcd", lease.revoke(id))
+            .await
+        {
+            Ok(_) | Err(MetaError::LeaseExpired) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 

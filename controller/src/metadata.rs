@@ -14,25 +14,34 @@
 //! - A sealed data object costs exactly one metadata write ([`Metadata::commit_object`]),
 //!   never one per batch or per partition.
 //!
+//! - Every transaction that changes `topics/*` (here) or `owners/*` (in
+//!   [`crate::cluster`]) also puts `changes`, so a broker learns of any such change by
+//!   polling one key's version ([`Metadata::changes_version`]).
+//!
 //! # The object index and its bound
 //!
-//! Object records (`objects/{seq}`) accumulate until a checkpoint blob summarising them
-//! is written to the bucket and [`Metadata::commit_checkpoint`] records it. That call
-//! puts `index/checkpoint` and deletes the covered records. Readers
-//! ([`Metadata::index_snapshot`], [`Metadata::list_objects_after`]) ignore every object
-//! record with `seq <= checkpoint.through_seq`, so deleting them is only cleanup: if it
-//! is interrupted the leftovers are invisible, and the next checkpoint deletes them.
-//! Hence the number of live keys under the root is
+//! The index is per writer (a broker id; 0 on a single node): writer `w` alone appends
+//! `objects/{w}/{seq}` and moves `index/{w}`, so writers never contend and each keeps
+//! its own dense seq space. Object records accumulate until a checkpoint blob
+//! summarising them is written to the bucket and [`Metadata::commit_checkpoint`]
+//! records it. That call puts `index/{w}` and deletes the covered records. Readers
+//! ([`Metadata::index_snapshot`], [`Metadata::list_objects_after`],
+//! [`Metadata::cluster_index`]) ignore every object record with
+//! `seq <= checkpoint.through_seq`, so deleting them is only cleanup: if it is
+//! interrupted the leftovers are invisible, and the next checkpoint deletes them.
+//! Hence the number of live index keys is `W + Σ_w O_w` for `W` writers, where `O_w`
+//! is the number of objects writer `w` committed since its last checkpoint (< 256 plus
+//! leftovers of an interrupted cleanup, removed by the next checkpoint). Without the
+//! cluster keys the live keys under the root are
 //!
 //! ```text
-//! keys = 1 (cluster) + T (topics) + 2 (counters) + 1 (checkpoint) + O
+//! keys = 1 (cluster) + T (topics) + 2 (counters) + W (checkpoints) + Σ O_w
 //! ```
 //!
 //! where `T` is the number of topics (partitions live inside their topic's value, at
-//! most [`MAX_PARTITIONS`] per topic so it stays < 1 MiB) and `O` is the number of
-//! objects committed since the last checkpoint (plus leftovers of an interrupted
-//! cleanup, removed by the next checkpoint). Total bytes are
-//! `O(T + P + O × runs per object)` for `P` partitions.
+//! most [`MAX_PARTITIONS`] per topic so it stays < 1 MiB). Total bytes are
+//! `O(T + P + Σ O_w × runs per object)` for `P` partitions; [`crate::cluster`] adds the
+//! cluster keys and gives the full byte bound.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -41,9 +50,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::records::{
-    self, CHECKPOINT_KEY, CLUSTER_KEY, CheckpointRecord, ClusterRecord, CounterRecord,
-    OBJECTS_PREFIX, ObjectRecord, PRODUCER_IDS_KEY, PartitionRecord, STREAM_ID_COUNTER_KEY,
-    TOPICS_PREFIX, TopicRecord,
+    self, CHANGES_KEY, CLUSTER_KEY, ChangesRecord, CheckpointRecord, ClusterRecord, CounterRecord,
+    INDEX_PREFIX, OBJECTS_PREFIX, ObjectRecord, PRODUCER_IDS_KEY, PartitionRecord,
+    STREAM_ID_COUNTER_KEY, TOPICS_PREFIX, TopicRecord,
 };
 use crate::store::{Compare, MAX_TXN_OPS, MetaStore, Txn};
 use crate::{Entity, MetaError};
@@ -93,6 +102,24 @@ impl IndexSnapshot {
     /// `through_seq` of the checkpoint, or 0.
     pub fn through_seq(&self) -> u64 {
         self.checkpoint.as_ref().map_or(0, |(c, _)| c.through_seq)
+    }
+}
+
+/// One writer's part of [`Metadata::cluster_index`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriterIndex {
+    /// The writer (broker id).
+    pub writer: i32,
+    /// Its checkpoint, if it ever committed one.
+    pub checkpoint: Option<CheckpointRecord>,
+    /// Its object records with `seq > checkpoint.through_seq`, sorted by seq.
+    pub objects: Vec<ObjectRecord>,
+}
+
+impl WriterIndex {
+    /// `through_seq` of the checkpoint, or 0.
+    pub fn through_seq(&self) -> u64 {
+        self.checkpoint.as_ref().map_or(0, |c| c.through_seq)
     }
 }
 
@@ -176,11 +203,29 @@ impl Metadata {
         &self.root
     }
 
-    fn key(&self, relative: &str) -> String {
+    pub(crate) fn key(&self, relative: &str) -> String {
         format!("{}{relative}", self.root)
     }
 
-    async fn read<T: serde::de::DeserializeOwned>(
+    /// Milliseconds since the Unix epoch from the model's clock.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Adds the put of `changes` (see [`crate::records`]) that every transaction
+    /// changing `topics/*` or `owners/*` carries, so brokers polling its version notice.
+    pub(crate) fn with_changes(&self, txn: Txn) -> Result<Txn, MetaError> {
+        let key = self.key(CHANGES_KEY);
+        let value = records::encode(
+            &key,
+            &ChangesRecord {
+                ms: self.clock.now_ms(),
+            },
+        )?;
+        Ok(txn.put(key, value))
+    }
+
+    pub(crate) async fn read<T: serde::de::DeserializeOwned>(
         &self,
         relative: &str,
     ) -> Result<Option<(T, u64)>, MetaError> {
@@ -191,13 +236,13 @@ impl Metadata {
         }
     }
 
-    async fn txn(&self, txn: Txn) -> Result<bool, MetaError> {
+    pub(crate) async fn txn(&self, txn: Txn) -> Result<bool, MetaError> {
         txn.validate()?;
         self.store.txn(txn).await
     }
 
     /// Adds the compare that pins `relative` to what was read (`None` = absent).
-    fn pin(&self, txn: Txn, relative: &str, version: Option<u64>) -> Txn {
+    pub(crate) fn pin(&self, txn: Txn, relative: &str, version: Option<u64>) -> Txn {
         match version {
             Some(v) => txn.when_version(self.key(relative), v),
             None => txn.when_absent(self.key(relative)),
@@ -332,7 +377,7 @@ impl Metadata {
                     counter_key.clone(),
                     records::encode(&counter_key, &CounterRecord { next })?,
                 );
-            if self.txn(txn).await? {
+            if self.txn(self.with_changes(txn)?).await? {
                 tracing::info!(topic = name, partitions, %topic_id, "created topic");
                 return Ok(record);
             }
@@ -355,10 +400,9 @@ impl Metadata {
                 });
             };
             let key = self.key(&relative);
-            if self
-                .txn(Txn::new().when_version(key.clone(), version).delete(key))
-                .await?
-            {
+            let txn =
+                self.with_changes(Txn::new().when_version(key.clone(), version).delete(key))?;
+            if self.txn(txn).await? {
                 tracing::info!(topic = name, "deleted topic");
                 return Ok(record);
             }
@@ -408,7 +452,7 @@ impl Metadata {
                     counter_key.clone(),
                     records::encode(&counter_key, &CounterRecord { next })?,
                 );
-            if self.txn(txn).await? {
+            if self.txn(self.with_changes(txn)?).await? {
                 tracing::info!(
                     topic = name,
                     from = current,
@@ -451,7 +495,7 @@ impl Metadata {
             let txn = Txn::new()
                 .when_version(key.clone(), version)
                 .put(key.clone(), records::encode(&key, &record)?);
-            if self.txn(txn).await? {
+            if self.txn(self.with_changes(txn)?).await? {
                 return Ok(record);
             }
             tokio::task::yield_now().await;
@@ -511,20 +555,33 @@ impl Metadata {
 
     // ---- object index -------------------------------------------------------------
 
-    /// Records one sealed data object: ONE transaction comparing `objects/{seq}` absent
-    /// (and `fence`, if given) and putting it.
+    fn check_writer(writer: i32) -> Result<(), MetaError> {
+        if writer < 0 {
+            return Err(MetaError::InvalidArgument(format!(
+                "object index writer id {writer} is negative (writers are broker ids >= 0)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records one sealed data object of `writer`: ONE transaction comparing
+    /// `objects/{writer}/{seq}` absent (and `fence`, if given) and putting it.
     ///
-    /// `fence` is an absolute key compare (not under the root), e.g. the writer's
-    /// ownership epoch in cluster mode; if it fails the result is [`MetaError::Fenced`].
-    /// Retrying after a transport error is safe: if the record is already present with
-    /// identical contents this returns `Ok(())`; with different contents,
-    /// [`MetaError::AlreadyExists`].
+    /// `fence` is an absolute key compare (not under the root); in cluster mode it is
+    /// [`Metadata::broker_fence`], the version of the writer's own registration key, so
+    /// a broker whose session lease expired (its registration was deleted, or replaced
+    /// by a new registration) can no longer commit. If it fails the result is
+    /// [`MetaError::Fenced`]. Retrying after a transport error is safe: if the record is
+    /// already present with identical contents this returns `Ok(())`; with different
+    /// contents, [`MetaError::AlreadyExists`].
     pub async fn commit_object(
         &self,
+        writer: i32,
         record: ObjectRecord,
         fence: Option<Compare>,
     ) -> Result<(), MetaError> {
-        let relative = records::object_key(record.seq);
+        Self::check_writer(writer)?;
+        let relative = records::object_key(writer, record.seq);
         let key = self.key(&relative);
         let value = records::encode(&key, &record)?;
         let mut txn = Txn::new().when_absent(key.clone());
@@ -532,57 +589,102 @@ impl Metadata {
             txn = txn.when(fence.clone());
         }
         if self.txn(txn.put(key.clone(), value)).await? {
-            tracing::debug!(seq = record.seq, object = %record.key, runs = record.runs.len(), "committed object");
+            tracing::debug!(writer, seq = record.seq, object = %record.key, runs = record.runs.len(), "committed object");
             return Ok(());
         }
         match self.read::<ObjectRecord>(&relative).await? {
             Some((existing, _)) if existing == record => Ok(()),
             Some(_) => Err(MetaError::AlreadyExists {
                 kind: Entity::Object,
-                name: record.seq.to_string(),
+                name: format!("{writer}/{}", record.seq),
             }),
             None => match fence {
                 Some(fence) => Err(MetaError::Fenced {
                     key: fence.key().to_owned(),
                 }),
                 None => Err(MetaError::Conflict(format!(
-                    "object record {} vanished while committing (checkpointed concurrently?)",
+                    "object record {writer}/{} vanished while committing (checkpointed concurrently?)",
                     record.seq
                 ))),
             },
         }
     }
 
-    /// The current checkpoint and its store version (pass it as `prev_version` to the
-    /// next [`Metadata::commit_checkpoint`]).
-    pub async fn get_checkpoint(&self) -> Result<Option<(CheckpointRecord, u64)>, MetaError> {
-        self.read(CHECKPOINT_KEY).await
+    /// `writer`'s current checkpoint and its store version (pass it as `prev_version`
+    /// to the next [`Metadata::commit_checkpoint`]).
+    pub async fn get_checkpoint(
+        &self,
+        writer: i32,
+    ) -> Result<Option<(CheckpointRecord, u64)>, MetaError> {
+        Self::check_writer(writer)?;
+        self.read(&records::checkpoint_key(writer)).await
     }
 
-    async fn list_object_records(&self) -> Result<Vec<ObjectRecord>, MetaError> {
-        let kvs = self.store.list(&self.key(OBJECTS_PREFIX)).await?;
+    /// Decodes object records listed under `objects/`, checking that each sits under
+    /// the key its writer and seq name. Returns `(writer, record)` pairs in key order.
+    fn decode_objects(
+        &self,
+        kvs: Vec<crate::store::KeyValue>,
+    ) -> Result<Vec<(i32, ObjectRecord)>, MetaError> {
+        let prefix = self.key(OBJECTS_PREFIX);
         let mut out = Vec::with_capacity(kvs.len());
         for kv in kvs {
+            if kv
+                .key
+                .strip_prefix(prefix.as_str())
+                .and_then(records::parse_seq)
+                .is_some()
+            {
+                tracing::warn!(
+                    key = %kv.key,
+                    "ignoring an object record of the single-writer layout; migrate_legacy_index moves it"
+                );
+                continue;
+            }
             let record: ObjectRecord = records::decode(&kv.key, &kv.value)?;
-            if kv.key != self.key(&records::object_key(record.seq)) {
+            let writer = kv
+                .key
+                .strip_prefix(prefix.as_str())
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(writer, _)| records::parse_broker_id(writer));
+            let Some(writer) = writer else {
+                return Err(MetaError::corrupt(
+                    &kv.key,
+                    "object record key is not objects/{writer:010}/{seq:020}",
+                ));
+            };
+            if kv.key != self.key(&records::object_key(writer, record.seq)) {
                 return Err(MetaError::corrupt(
                     &kv.key,
                     format!("record says seq {} but sits under another key", record.seq),
                 ));
             }
-            out.push(record);
+            out.push((writer, record));
         }
         Ok(out)
     }
 
-    /// A consistent view of the object index: the checkpoint, and the object records
-    /// after it. Reads the checkpoint before and after listing and retries if it moved,
-    /// so no record newer than the returned checkpoint can be missing.
-    pub async fn index_snapshot(&self) -> Result<IndexSnapshot, MetaError> {
+    async fn list_object_records(&self, writer: i32) -> Result<Vec<ObjectRecord>, MetaError> {
+        let kvs = self
+            .store
+            .list(&self.key(&records::writer_objects_prefix(writer)))
+            .await?;
+        Ok(self
+            .decode_objects(kvs)?
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect())
+    }
+
+    /// A consistent view of `writer`'s object index: its checkpoint, and its object
+    /// records after it. Reads the checkpoint before and after listing and retries if
+    /// it moved, so no record newer than the returned checkpoint can be missing.
+    pub async fn index_snapshot(&self, writer: i32) -> Result<IndexSnapshot, MetaError> {
+        Self::check_writer(writer)?;
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let before = self.get_checkpoint().await?;
-            let objects = self.list_object_records().await?;
-            let after = self.get_checkpoint().await?;
+            let before = self.get_checkpoint(writer).await?;
+            let objects = self.list_object_records(writer).await?;
+            let after = self.get_checkpoint(writer).await?;
             if before.as_ref().map(|c| c.1) != after.as_ref().map(|c| c.1) {
                 tokio::task::yield_now().await;
                 continue;
@@ -593,18 +695,19 @@ impl Metadata {
                 objects: objects.into_iter().filter(|o| o.seq > through).collect(),
             });
         }
-        Err(MetaError::Conflict(
-            "the index checkpoint kept changing while listing objects".into(),
-        ))
+        Err(MetaError::Conflict(format!(
+            "writer {writer}'s index checkpoint kept changing while listing objects"
+        )))
     }
 
-    /// Object records with `seq > seq_exclusive` that the checkpoint does not cover,
-    /// sorted by seq.
+    /// `writer`'s object records with `seq > seq_exclusive` that its checkpoint does not
+    /// cover, sorted by seq.
     pub async fn list_objects_after(
         &self,
+        writer: i32,
         seq_exclusive: u64,
     ) -> Result<Vec<ObjectRecord>, MetaError> {
-        let snapshot = self.index_snapshot().await?;
+        let snapshot = self.index_snapshot(writer).await?;
         Ok(snapshot
             .objects
             .into_iter()
@@ -612,10 +715,10 @@ impl Metadata {
             .collect())
     }
 
-    /// The highest committed object seq (including checkpointed ones), or 0 if none.
-    /// The next object to commit takes this + 1.
-    pub async fn last_object_seq(&self) -> Result<u64, MetaError> {
-        let snapshot = self.index_snapshot().await?;
+    /// `writer`'s highest committed object seq (including checkpointed ones), or 0 if
+    /// none. Its next object takes this + 1.
+    pub async fn last_object_seq(&self, writer: i32) -> Result<u64, MetaError> {
+        let snapshot = self.index_snapshot(writer).await?;
         Ok(snapshot
             .objects
             .last()
@@ -623,7 +726,64 @@ impl Metadata {
             .max(snapshot.through_seq()))
     }
 
-    /// Records a checkpoint blob and drops the object records it covers.
+    /// Every writer's checkpoint and the object records after it, from one consistent
+    /// view: lists every checkpoint pointer, then every object record, then the
+    /// pointers again, and retries while any pointer moved. Used to load partitions that
+    /// other brokers wrote. Sorted by writer; each writer's objects sorted by seq.
+    pub async fn cluster_index(&self) -> Result<Vec<WriterIndex>, MetaError> {
+        let index_prefix = self.key(INDEX_PREFIX);
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let before = self.store.list(&index_prefix).await?;
+            let objects = self.decode_objects(self.store.list(&self.key(OBJECTS_PREFIX)).await?)?;
+            let after = self.store.list(&index_prefix).await?;
+            let pointers = |kvs: &[crate::store::KeyValue]| -> Vec<(String, u64)> {
+                kvs.iter().map(|kv| (kv.key.clone(), kv.version)).collect()
+            };
+            if pointers(&before) != pointers(&after) {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let mut by_writer: BTreeMap<i32, WriterIndex> = BTreeMap::new();
+            for kv in &after {
+                let writer = kv
+                    .key
+                    .strip_prefix(index_prefix.as_str())
+                    .and_then(records::parse_broker_id);
+                let Some(writer) = writer else {
+                    // Not a writer's checkpoint (e.g. a key of an older layout).
+                    tracing::warn!(key = %kv.key, "ignoring an unexpected key under index/");
+                    continue;
+                };
+                let checkpoint: CheckpointRecord = records::decode(&kv.key, &kv.value)?;
+                by_writer.insert(
+                    writer,
+                    WriterIndex {
+                        writer,
+                        checkpoint: Some(checkpoint),
+                        objects: Vec::new(),
+                    },
+                );
+            }
+            for (writer, record) in objects {
+                let entry = by_writer.entry(writer).or_insert_with(|| WriterIndex {
+                    writer,
+                    checkpoint: None,
+                    objects: Vec::new(),
+                });
+                let through = entry.checkpoint.as_ref().map_or(0, |c| c.through_seq);
+                if record.seq > through {
+                    entry.objects.push(record);
+                }
+            }
+            return Ok(by_writer.into_values().collect());
+        }
+        Err(MetaError::Conflict(
+            "index checkpoints kept changing while listing the cluster's objects".into(),
+        ))
+    }
+
+    /// Records a checkpoint blob of `writer`'s index and drops the object records it
+    /// covers.
     ///
     /// `prev_version` is the version of the checkpoint the caller built on (`None` if
     /// there was none); if it has changed this fails with [`MetaError::Conflict`] and
@@ -634,13 +794,15 @@ impl Metadata {
     /// invisible garbage, which the next checkpoint deletes.
     pub async fn commit_checkpoint(
         &self,
+        writer: i32,
         record: CheckpointRecord,
         prev_version: Option<u64>,
     ) -> Result<(), MetaError> {
-        let current = self.get_checkpoint().await?;
+        Self::check_writer(writer)?;
+        let current = self.get_checkpoint(writer).await?;
         if current.as_ref().map(|c| c.1) != prev_version {
             return Err(MetaError::Conflict(format!(
-                "the index checkpoint is at version {:?}, not the expected {prev_version:?}",
+                "writer {writer}'s index checkpoint is at version {:?}, not the expected {prev_version:?}",
                 current.as_ref().map(|c| c.1)
             )));
         }
@@ -652,7 +814,7 @@ impl Metadata {
                 record.through_seq, existing.through_seq
             )));
         }
-        let prefix = self.key(OBJECTS_PREFIX);
+        let prefix = self.key(&records::writer_objects_prefix(writer));
         let covered: Vec<String> = self
             .store
             .list(&prefix)
@@ -661,23 +823,24 @@ impl Metadata {
             .filter(|kv| {
                 kv.key
                     .strip_prefix(prefix.as_str())
-                    .and_then(|seq| seq.parse::<u64>().ok())
+                    .and_then(records::parse_seq)
                     .is_some_and(|seq| seq <= record.through_seq)
             })
             .map(|kv| kv.key)
             .collect();
-        let key = self.key(CHECKPOINT_KEY);
+        let relative = records::checkpoint_key(writer);
+        let key = self.key(&relative);
         let first_chunk = covered.len().min(MAX_TXN_OPS - 1);
         let mut txn = self
-            .pin(Txn::new(), CHECKPOINT_KEY, prev_version)
+            .pin(Txn::new(), &relative, prev_version)
             .put(key.clone(), records::encode(&key, &record)?);
         for k in &covered[..first_chunk] {
             txn = txn.delete(k.clone());
         }
         if !self.txn(txn).await? {
-            return Err(MetaError::Conflict(
-                "the index checkpoint changed while committing a new one".into(),
-            ));
+            return Err(MetaError::Conflict(format!(
+                "writer {writer}'s index checkpoint changed while committing a new one"
+            )));
         }
         for chunk in covered[first_chunk..].chunks(MAX_TXN_OPS) {
             let txn = chunk
@@ -686,11 +849,89 @@ impl Metadata {
             self.txn(txn).await?;
         }
         tracing::info!(
+            writer,
             through_seq = record.through_seq,
             deleted = covered.len(),
             "committed index checkpoint"
         );
         Ok(())
+    }
+
+    /// Moves an object index of the earlier single-writer layout (`index/checkpoint`,
+    /// `objects/{seq:020}`) to `writer`'s keys (`index/{writer}`,
+    /// `objects/{writer}/{seq}`); returns how many keys it moved (0 if there was no
+    /// such index). Call it once at start-up, before the index is read, on a store
+    /// written by an older single-node build; it is a no-op otherwise.
+    ///
+    /// Idempotent and resumable: the checkpoint moves in one transaction, then the
+    /// records it does not cover move in transactions of at most 64 (put the new key,
+    /// delete the old one); covered records are just deleted. An interruption leaves a
+    /// state the next call finishes. [`MetaError::Conflict`] if `writer` already has a
+    /// checkpoint while a legacy one exists. Not safe to run while another process
+    /// commits to the legacy keys (no build does any more).
+    pub async fn migrate_legacy_index(&self, writer: i32) -> Result<usize, MetaError> {
+        Self::check_writer(writer)?;
+        let mut moved = 0;
+        let legacy_checkpoint_relative = format!("{INDEX_PREFIX}checkpoint");
+        let new_checkpoint_relative = records::checkpoint_key(writer);
+        let legacy = self
+            .read::<CheckpointRecord>(&legacy_checkpoint_relative)
+            .await?;
+        if let Some((checkpoint, version)) = legacy {
+            let old = self.key(&legacy_checkpoint_relative);
+            let new = self.key(&new_checkpoint_relative);
+            let txn = Txn::new()
+                .when_version(old.clone(), version)
+                .when_absent(new.clone())
+                .put(new.clone(), records::encode(&new, &checkpoint)?)
+                .delete(old);
+            if !self.txn(txn).await? {
+                return Err(MetaError::Conflict(format!(
+                    "moving the legacy index checkpoint to {new:?}: the legacy key changed, or writer {writer} already has a checkpoint"
+                )));
+            }
+            moved += 1;
+        }
+        let through = self
+            .get_checkpoint(writer)
+            .await?
+            .map_or(0, |(c, _)| c.through_seq);
+        let prefix = self.key(OBJECTS_PREFIX);
+        let mut legacy_objects = Vec::new();
+        for kv in self.store.list(&prefix).await? {
+            let Some(seq) = kv
+                .key
+                .strip_prefix(prefix.as_str())
+                .and_then(records::parse_seq)
+            else {
+                continue;
+            };
+            let record: ObjectRecord = records::decode(&kv.key, &kv.value)?;
+            if record.seq != seq {
+                return Err(MetaError::corrupt(
+                    &kv.key,
+                    format!("record says seq {} but sits under another key", record.seq),
+                ));
+            }
+            legacy_objects.push((kv.key, record));
+        }
+        // Two ops per live record, one per covered record: chunks of 64 fit in 128.
+        for chunk in legacy_objects.chunks(MAX_TXN_OPS / 2) {
+            let mut txn = Txn::new();
+            for (old, record) in chunk {
+                if record.seq > through {
+                    let new = self.key(&records::object_key(writer, record.seq));
+                    txn = txn.put(new.clone(), records::encode(&new, record)?);
+                }
+                txn = txn.delete(old.clone());
+            }
+            self.txn(txn).await?;
+            moved += chunk.len();
+        }
+        if moved > 0 {
+            tracing::info!(writer, moved, "migrated the single-writer object index");
+        }
+        Ok(moved)
     }
 
     // ---- producer ids -------------------------------------------------------------

@@ -14,11 +14,20 @@
 //! | `topics/{name}` | [`TopicRecord`]: `{"v":1,"name":…,"topic_id":"<uuid>","partitions":[{"index":0,"stream_id":1,"leader_epoch":0,"log_start_offset":0},…],"configs":{…},"created_ms":…}` |
 //! | `counters/stream_id` | [`CounterRecord`]: `{"v":1,"next":N}`, the next unallocated stream id (ids start at 1) |
 //! | `producer_ids/next` | [`CounterRecord`]: `{"v":1,"next":N}`, the next unallocated producer id (ids start at 0) |
-//! | `objects/{seq:020}` | [`ObjectRecord`]: `{"v":1,"seq":…,"key":…,"size":…,"writer":…,"committed_ms":…,"runs":[{"stream_id":…,"first_offset":…,"last_offset":…,"max_timestamp":…,"position":…,"length":…,"leader_epoch":…,"producers":[{"producer_id":…,"producer_epoch":…,"first_sequence":…,"last_sequence":…,"last_offset":…,"last_timestamp":…}]}]}` |
-//! | `index/checkpoint` | [`CheckpointRecord`]: `{"v":1,"through_seq":…,"key":…,"written_ms":…}` |
+//! | `objects/{writer:010}/{seq:020}` | [`ObjectRecord`]: `{"v":1,"seq":…,"key":…,"size":…,"writer":…,"committed_ms":…,"runs":[{"stream_id":…,"first_offset":…,"last_offset":…,"max_timestamp":…,"position":…,"length":…,"leader_epoch":…,"producers":[{"producer_id":…,"producer_epoch":…,"first_sequence":…,"last_sequence":…,"last_offset":…,"last_timestamp":…}]}]}` |
+//! | `index/{writer:010}` | [`CheckpointRecord`]: `{"v":1,"through_seq":…,"key":…,"written_ms":…}`, writer's index checkpoint |
+//! | `brokers/{id:010}` | [`BrokerRecord`]: `{"v":1,"id":…,"host":…,"port":…,"admin_addr":…,"incarnation":…,"durability":"local"\|"object","started_ms":…}`, bound to the broker's session lease |
+//! | `load/{id:010}` | [`BrokerLoad`]: `{"v":1,"id":…,"bytes_in_per_sec":…,"bytes_out_per_sec":…,"partitions":…,"cpu_cores_used":…,"measured_ms":…}`, bound to the broker's session lease |
+//! | `controller` | [`ControllerRecord`]: `{"v":1,"broker_id":…,"incarnation":…,"elected_ms":…}`, bound to the controller's session lease |
+//! | `owners/{stream_id:020}` | [`OwnerRecord`]: `{"v":1,"stream_id":…,"topic":…,"partition":…,"broker":…,"epoch":…}` plus `"moving_to":B` while a move is pending |
+//! | `drains/{id:010}` | [`DrainRecord`]: `{"v":1,"broker":…,"requested_ms":…}` |
+//! | `changes` | [`ChangesRecord`]: `{"v":1,"ms":…}`, put in every transaction that changes `topics/*` or `owners/*` |
 //!
-//! `{seq:020}` is the object sequence number zero-padded to 20 digits, so key order is
-//! numeric order. Topic configs are a JSON object with keys sorted (a `BTreeMap`).
+//! `{seq:020}` and `{stream_id:020}` are zero-padded to 20 digits and broker ids
+//! (`{id:010}`, `{writer:010}`, i32 ≥ 0) to 10, so key order is numeric order. The
+//! object index is per writer: broker `writer` (its broker id; 0 on a single node)
+//! alone appends `objects/{writer}/…` and moves `index/{writer}`. Topic configs are a
+//! JSON object with keys sorted (a `BTreeMap`).
 
 use std::collections::BTreeMap;
 
@@ -41,19 +50,78 @@ pub const TOPICS_PREFIX: &str = "topics/";
 pub const STREAM_ID_COUNTER_KEY: &str = "counters/stream_id";
 /// Relative key of the producer-id counter.
 pub const PRODUCER_IDS_KEY: &str = "producer_ids/next";
-/// Relative prefix of object records.
+/// Relative prefix of object records (of every writer).
 pub const OBJECTS_PREFIX: &str = "objects/";
-/// Relative key of the object-index checkpoint.
-pub const CHECKPOINT_KEY: &str = "index/checkpoint";
+/// Relative prefix of the per-writer index checkpoints.
+pub const INDEX_PREFIX: &str = "index/";
+/// Relative prefix of broker registrations.
+pub const BROKERS_PREFIX: &str = "brokers/";
+/// Relative prefix of broker load reports.
+pub const LOADS_PREFIX: &str = "load/";
+/// Relative key of the elected controller.
+pub const CONTROLLER_KEY: &str = "controller";
+/// Relative prefix of partition owner records.
+pub const OWNERS_PREFIX: &str = "owners/";
+/// Relative prefix of drain requests.
+pub const DRAINS_PREFIX: &str = "drains/";
+/// Relative key bumped by every transaction that changes topics or owners.
+pub const CHANGES_KEY: &str = "changes";
 
 /// Relative key of topic `name`.
 pub fn topic_key(name: &str) -> String {
     format!("{TOPICS_PREFIX}{name}")
 }
 
-/// Relative key of object record `seq`: `objects/` + 20-digit zero-padded decimal.
-pub fn object_key(seq: u64) -> String {
-    format!("{OBJECTS_PREFIX}{seq:020}")
+/// Relative prefix of writer `writer`'s object records: `objects/{writer:010}/`.
+pub fn writer_objects_prefix(writer: i32) -> String {
+    format!("{OBJECTS_PREFIX}{writer:010}/")
+}
+
+/// Relative key of writer `writer`'s object record `seq`:
+/// `objects/{writer:010}/{seq:020}`.
+pub fn object_key(writer: i32, seq: u64) -> String {
+    format!("{OBJECTS_PREFIX}{writer:010}/{seq:020}")
+}
+
+/// Relative key of writer `writer`'s index checkpoint: `index/{writer:010}`.
+pub fn checkpoint_key(writer: i32) -> String {
+    format!("{INDEX_PREFIX}{writer:010}")
+}
+
+/// Relative key of broker `id`'s registration: `brokers/{id:010}`.
+pub fn broker_key(id: i32) -> String {
+    format!("{BROKERS_PREFIX}{id:010}")
+}
+
+/// Relative key of broker `id`'s load report: `load/{id:010}`.
+pub fn load_key(id: i32) -> String {
+    format!("{LOADS_PREFIX}{id:010}")
+}
+
+/// Relative key of the owner record of stream `stream_id`: `owners/{stream_id:020}`.
+pub fn owner_key(stream_id: u64) -> String {
+    format!("{OWNERS_PREFIX}{stream_id:020}")
+}
+
+/// Relative key of broker `id`'s drain request: `drains/{id:010}`.
+pub fn drain_key(id: i32) -> String {
+    format!("{DRAINS_PREFIX}{id:010}")
+}
+
+/// Parses a 10-digit broker id key segment (the inverse of `{id:010}` for ids ≥ 0).
+pub fn parse_broker_id(segment: &str) -> Option<i32> {
+    if segment.len() != 10 || !segment.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    segment.parse().ok()
+}
+
+/// Parses a 20-digit sequence / stream id key segment.
+pub fn parse_seq(segment: &str) -> Option<u64> {
+    if segment.len() != 20 || !segment.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    segment.parse().ok()
 }
 
 /// The cluster's identity, written once.
@@ -164,6 +232,89 @@ pub struct CheckpointRecord {
     pub key: String,
     /// Time the checkpoint was written, milliseconds since the Unix epoch.
     pub written_ms: i64,
+}
+
+/// A live broker, registered under its session lease at start-up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    /// Broker id, unique in the cluster (≥ 0).
+    pub id: i32,
+    /// Host Kafka clients connect to.
+    pub host: String,
+    /// Kafka listener port.
+    pub port: i32,
+    /// Address of the broker's admin gRPC service (`host:port`).
+    pub admin_addr: String,
+    /// Random id of this broker process; changes on every start.
+    pub incarnation: String,
+    /// Where the broker's acknowledged data lives until it is in an object:
+    /// `"local"` (its own WAL) or `"object"` (acknowledged only once in the bucket).
+    pub durability: String,
+    /// Process start time, milliseconds since the Unix epoch.
+    pub started_ms: i64,
+}
+
+/// A broker's recent load, republished every few seconds under its session lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BrokerLoad {
+    /// Broker id.
+    pub id: i32,
+    /// Produce throughput, bytes per second.
+    pub bytes_in_per_sec: f64,
+    /// Fetch throughput, bytes per second.
+    pub bytes_out_per_sec: f64,
+    /// Partitions the broker serves now.
+    pub partitions: u32,
+    /// CPU cores busy on the broker's behalf.
+    pub cpu_cores_used: f64,
+    /// Measurement time, milliseconds since the Unix epoch.
+    pub measured_ms: i64,
+}
+
+/// The elected controller, bound to its session lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerRecord {
+    /// Broker id of the controller, -1 for a standalone controller process.
+    pub broker_id: i32,
+    /// Incarnation of the controller process.
+    pub incarnation: String,
+    /// Election time, milliseconds since the Unix epoch.
+    pub elected_ms: i64,
+}
+
+/// Which broker owns (serves and writes) a partition, under which ownership epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerRecord {
+    /// The partition's stream id (also the key).
+    pub stream_id: u64,
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The owning broker.
+    pub broker: i32,
+    /// Ownership epoch (the Kafka leader epoch); raised by every change of owner.
+    pub epoch: i32,
+    /// Pending move: the owner hands the partition over to this broker and then writes
+    /// `broker = moving_to, epoch + 1, moving_to = None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<i32>,
+}
+
+/// An admin's request to move every partition off a broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRecord {
+    /// The broker being drained.
+    pub broker: i32,
+    /// Request time, milliseconds since the Unix epoch.
+    pub requested_ms: i64,
+}
+
+/// The value of `changes`: its version tells brokers when to re-list topics and owners.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesRecord {
+    /// Time of the change, milliseconds since the Unix epoch.
+    pub ms: i64,
 }
 
 #[derive(Serialize)]

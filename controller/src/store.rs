@@ -15,17 +15,24 @@
 //! [`Txn::validate`] is the one check everybody calls); the local stores call it too, so
 //! a model bug fails in tests exactly as it would against etcd.
 
+use std::collections::HashSet;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use bytes::Bytes;
-use std::collections::HashSet;
 
 use crate::MetaError;
 
 /// Largest value size accepted, exclusive: values must be strictly smaller (1 MiB).
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 
-/// Most ops (puts + deletes) in one transaction: etcd's default `--max-txn-ops`.
+/// Most ops (puts + deletes) in one transaction: etcd's default `--max-txn-ops`. etcd
+/// applies the same limit to the number of compares, and so does [`Txn::validate`].
 pub const MAX_TXN_OPS: usize = 128;
+
+/// Identifies a lease granted by [`MetaStore::lease_grant`]. Always > 0 (etcd treats 0 as
+/// "no lease").
+pub type LeaseId = i64;
 
 /// One stored key with its value and version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +90,10 @@ pub enum Op {
         key: String,
         /// The new value, smaller than [`MAX_VALUE_BYTES`].
         value: Bytes,
+        /// The lease the key is bound to (deleted when it expires or is revoked), or
+        /// `None` for a key that lives until deleted. A put always replaces the key's
+        /// binding: a put without a lease unbinds a key that had one (as in etcd).
+        lease: Option<LeaseId>,
     },
     /// Removes the key; deleting an absent key is not an error.
     Delete {
@@ -136,11 +147,29 @@ impl Txn {
         self
     }
 
-    /// Adds a put.
+    /// Adds a put of a key that is not bound to a lease.
     pub fn put(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.ops.push(Op::Put {
             key: key.into(),
             value: value.into(),
+            lease: None,
+        });
+        self
+    }
+
+    /// Adds a put of a key bound to `lease`: the key is deleted when the lease expires or
+    /// is revoked. If the lease is unknown or expired when the transaction applies, the
+    /// transaction fails with [`MetaError::LeaseExpired`] and changes nothing.
+    pub fn put_with_lease(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<Bytes>,
+        lease: LeaseId,
+    ) -> Self {
+        self.ops.push(Op::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: Some(lease),
         });
         self
     }
@@ -151,8 +180,9 @@ impl Txn {
         self
     }
 
-    /// Checks the limits every store shares: at most [`MAX_TXN_OPS`] ops, every value
-    /// smaller than [`MAX_VALUE_BYTES`], no key written twice (etcd rejects that too).
+    /// Checks the limits every store shares: at most [`MAX_TXN_OPS`] ops and at most
+    /// [`MAX_TXN_OPS`] compares, every value smaller than [`MAX_VALUE_BYTES`], no key
+    /// written twice (etcd rejects all of these too).
     pub fn validate(&self) -> Result<(), MetaError> {
         if self.ops.len() > MAX_TXN_OPS {
             return Err(MetaError::TooLarge(format!(
@@ -160,9 +190,15 @@ impl Txn {
                 self.ops.len()
             )));
         }
+        if self.compares.len() > MAX_TXN_OPS {
+            return Err(MetaError::TooLarge(format!(
+                "transaction has {} compares, the limit is {MAX_TXN_OPS}",
+                self.compares.len()
+            )));
+        }
         let mut seen = HashSet::with_capacity(self.ops.len());
         for op in &self.ops {
-            if let Op::Put { key, value } = op
+            if let Op::Put { key, value, .. } = op
                 && value.len() >= MAX_VALUE_BYTES
             {
                 return Err(MetaError::TooLarge(format!(
@@ -207,6 +243,18 @@ impl Txn {
 ///   reject larger requests with [`MetaError::TooLarge`].
 /// - **Scale.** This store holds small metadata only: list results are returned whole,
 ///   so prefixes must stay bounded (the model keeps them so, see [`crate::metadata`]).
+/// - **Leases.** [`MetaStore::lease_grant`] hands out a lease with a TTL; keys put with
+///   [`Txn::put_with_lease`] are bound to it. When the lease expires (no
+///   [`MetaStore::lease_keep_alive`] within its TTL) or is revoked, the store deletes
+///   every key bound to it in one atomic step (one revision per lease), so no reader sees
+///   some of them gone and others present, and a [`Compare::Absent`] on such a key holds
+///   afterwards. A transaction that would put with an unknown, expired or revoked lease
+///   fails with [`MetaError::LeaseExpired`] and applies nothing (if its compares fail it
+///   returns `Ok(false)` as usual; the lease is only checked for a transaction that would
+///   apply). The local stores keep leases in memory and enforce expiry lazily at the
+///   start of every call, so a lease is observed expired no later than the first call
+///   after its deadline; etcd expires leases on its own timer (TTL rounded up to its
+///   minimum, about 2 s by default, and expiry noticed within about half a second).
 #[async_trait]
 pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     /// The current value of `key`, or `None` if absent.
@@ -219,4 +267,23 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     /// Atomic: if every compare holds, applies every op and returns `Ok(true)`, all or
     /// nothing, durable before returning; else changes nothing and returns `Ok(false)`.
     async fn txn(&self, txn: Txn) -> Result<bool, MetaError>;
+
+    /// Grants a lease with this TTL (rounded up to whole seconds, min 1 s). Keys put with
+    /// it are deleted (atomically, one revision) when it expires or is revoked.
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, MetaError>;
+
+    /// Refreshes the lease's TTL. `Ok(false)` if it has expired, was revoked, or never
+    /// existed.
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<bool, MetaError>;
+
+    /// Revokes the lease and deletes its keys. An unknown lease is not an error.
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<(), MetaError>;
+}
+
+/// A lease TTL in whole seconds as every store grants it: rounded up, at least 1 s.
+pub fn lease_ttl_secs(ttl: Duration) -> u64 {
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
+    secs.max(1)
 }

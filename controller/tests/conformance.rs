@@ -75,3 +75,67 @@ async fn embedded_store_reports_unusable_path() {
     let err = EmbeddedMetaStore::open(file.join("meta.redb")).unwrap_err();
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
+
+#[tokio::test]
+async fn embedded_store_drops_lease_bound_keys_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    let (v_last, lease) = {
+        let store = EmbeddedMetaStore::open(&path).unwrap();
+        let lease = store
+            .lease_grant(std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .txn(
+                    Txn::new()
+                        .put_with_lease("k/bound", "1", lease)
+                        .put("k/plain", "2")
+                )
+                .await
+                .unwrap()
+        );
+        // Bound, then unbound again by a plain put: survives.
+        assert!(
+            store
+                .txn(Txn::new().put_with_lease("k/rebound", "3", lease))
+                .await
+                .unwrap()
+        );
+        assert!(store.txn(Txn::new().put("k/rebound", "4")).await.unwrap());
+        let v_last = store.get("k/rebound").await.unwrap().unwrap().version;
+        (v_last, lease)
+    };
+    let store = EmbeddedMetaStore::open(&path).unwrap();
+    let keys: Vec<String> = store
+        .list("k/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(
+        keys,
+        ["k/plain", "k/rebound"],
+        "a restarted process has no leases"
+    );
+    assert!(
+        !store.lease_keep_alive(lease).await.unwrap(),
+        "the old lease is unknown"
+    );
+    let err = store
+        .txn(Txn::new().put_with_lease("k/bound", "again", lease))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, cirrus_controller::MetaError::LeaseExpired),
+        "{err}"
+    );
+    // The deletion on open took exactly one revision.
+    assert!(store.txn(Txn::new().put("k/new", "5")).await.unwrap());
+    assert_eq!(
+        store.get("k/new").await.unwrap().unwrap().version,
+        v_last + 2
+    );
+}

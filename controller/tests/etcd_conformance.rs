@@ -6,9 +6,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cirrus_controller::{EtcdMetaStore, EtcdOptions, MetaStore, Txn, conformance};
+use cirrus_controller::{
+    BrokerRecord, Compare, ControllerRecord, EtcdMetaStore, EtcdOptions, MetaError, MetaStore,
+    Metadata, ObjectRecord, Policy, Session, Txn, conformance, read_view, reconcile,
+};
 
 fn endpoints() -> Option<Vec<String>> {
     let raw = std::env::var("CIRRUS_TEST_ETCD_ENDPOINTS").ok()?;
@@ -101,4 +106,129 @@ async fn etcd_rejects_requests_over_its_size_limit_as_too_large() {
         store.list(&prefix).await.unwrap().is_empty(),
         "nothing applied"
     );
+}
+
+fn object(seq: u64) -> ObjectRecord {
+    ObjectRecord {
+        seq,
+        key: format!("data/{seq}.obj"),
+        size: 1,
+        writer: "broker-1".into(),
+        committed_ms: 1,
+        runs: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_session_keeps_the_registration_alive_and_close_fences_it() {
+    let Some(endpoints) = endpoints() else {
+        println!("etcd session test skipped: CIRRUS_TEST_ETCD_ENDPOINTS is not set");
+        return;
+    };
+    let store: Arc<dyn MetaStore> = Arc::new(
+        EtcdMetaStore::connect(&endpoints, EtcdOptions::default())
+            .await
+            .unwrap(),
+    );
+    let meta = Metadata::new(store.clone(), unique_prefix("session"));
+    let session = Session::start(store.clone(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let record = BrokerRecord {
+        id: 1,
+        host: "127.0.0.1".into(),
+        port: 9092,
+        admin_addr: "127.0.0.1:9095".into(),
+        incarnation: "etcd-test".into(),
+        durability: "object".into(),
+        started_ms: 1,
+    };
+    let version = meta
+        .register_broker(&record, session.lease())
+        .await
+        .unwrap();
+    let fence = meta.broker_fence(1, version);
+    // Longer than the TTL: the keep-alives hold the lease.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(session.is_valid());
+    assert_eq!(meta.list_brokers().await.unwrap(), [(record, version)]);
+    meta.commit_object(1, object(1), Some(fence.clone()))
+        .await
+        .unwrap();
+    session.close().await;
+    assert!(
+        meta.list_brokers().await.unwrap().is_empty(),
+        "close revoked the lease"
+    );
+    let err = meta
+        .commit_object(1, object(2), Some(fence))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::Fenced { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn etcd_owner_changes_are_chunked_and_guarded() {
+    let Some(endpoints) = endpoints() else {
+        println!("etcd owner-change test skipped: CIRRUS_TEST_ETCD_ENDPOINTS is not set");
+        return;
+    };
+    let store: Arc<dyn MetaStore> = Arc::new(
+        EtcdMetaStore::connect(&endpoints, EtcdOptions::default())
+            .await
+            .unwrap(),
+    );
+    let meta = Metadata::new(store.clone(), unique_prefix("owners"));
+    let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    for id in 1..=3 {
+        let record = BrokerRecord {
+            id,
+            host: "127.0.0.1".into(),
+            port: 9092,
+            admin_addr: "127.0.0.1:9095".into(),
+            incarnation: format!("inc-{id}"),
+            durability: "object".into(),
+            started_ms: 1,
+        };
+        meta.register_broker(&record, lease).await.unwrap();
+    }
+    meta.create_topic("a", 300, BTreeMap::new()).await.unwrap();
+    meta.create_topic("b", 100, BTreeMap::new()).await.unwrap();
+    let controller = ControllerRecord {
+        broker_id: -1,
+        incarnation: "ctl".into(),
+        elected_ms: 1,
+    };
+    let version = meta
+        .try_become_controller(&controller, lease)
+        .await
+        .unwrap()
+        .unwrap();
+    let guard = [Compare::Version {
+        key: format!("{}controller", meta.root()),
+        version,
+    }];
+    let changes_before = meta.changes_version().await.unwrap();
+    let changes = reconcile(&read_view(&meta).await.unwrap(), &Policy::default());
+    assert_eq!(changes.len(), 400);
+    assert_eq!(
+        meta.apply_owner_changes(&changes, &guard).await.unwrap(),
+        400
+    );
+    assert!(meta.changes_version().await.unwrap() > changes_before);
+    assert!(reconcile(&read_view(&meta).await.unwrap(), &Policy::default()).is_empty());
+    // Once the controller resigns, its guard stops every change.
+    meta.resign_controller("ctl").await.unwrap();
+    let owners = meta.list_owners().await.unwrap();
+    let deletes: Vec<_> = owners
+        .iter()
+        .map(|(o, v)| cirrus_controller::OwnerChange::Delete {
+            stream_id: o.stream_id,
+            expected_version: *v,
+        })
+        .collect();
+    assert_eq!(meta.apply_owner_changes(&deletes, &guard).await.unwrap(), 0);
+    assert_eq!(meta.list_owners().await.unwrap().len(), 400);
+    store.lease_revoke(lease).await.unwrap();
+    assert!(meta.list_brokers().await.unwrap().is_empty());
 }

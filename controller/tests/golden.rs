@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use cirrus_controller::records::{self, CounterRecord};
 use cirrus_controller::{
-    CheckpointRecord, ClusterRecord, MetaError, ObjectRecord, PartitionRecord, ProducerRecord,
-    RunRecord, TopicRecord,
+    BrokerLoad, BrokerRecord, ChangesRecord, CheckpointRecord, ClusterRecord, ControllerRecord,
+    DrainRecord, MetaError, ObjectRecord, OwnerRecord, PartitionRecord, ProducerRecord, RunRecord,
+    TopicRecord,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -131,14 +132,126 @@ fn checkpoint_record() {
 }
 
 #[test]
-fn object_keys_sort_numerically() {
-    assert_eq!(records::object_key(7), "objects/00000000000000000007");
-    assert_eq!(
-        records::object_key(u64::MAX),
-        "objects/18446744073709551615"
+fn broker_record() {
+    golden(
+        "broker.json",
+        &BrokerRecord {
+            id: 2,
+            host: "broker-2.cirrus.internal".into(),
+            port: 9092,
+            admin_addr: "broker-2.cirrus.internal:9095".into(),
+            incarnation: "5f0c2a7e-1b9d-4e07-a1f3-0c8d2e6b9a41".into(),
+            durability: "object".into(),
+            started_ms: 1_700_000_000_000,
+        },
     );
-    assert!(records::object_key(9) < records::object_key(10));
+}
+
+#[test]
+fn broker_load() {
+    golden(
+        "load.json",
+        &BrokerLoad {
+            id: 2,
+            bytes_in_per_sec: 1_048_576.5,
+            bytes_out_per_sec: 0.0,
+            partitions: 120,
+            cpu_cores_used: 1.25,
+            measured_ms: 1_700_000_005_000,
+        },
+    );
+}
+
+#[test]
+fn controller_record() {
+    golden(
+        "controller.json",
+        &ControllerRecord {
+            broker_id: -1,
+            incarnation: "controller-7d1e".into(),
+            elected_ms: 1_700_000_000_500,
+        },
+    );
+}
+
+#[test]
+fn owner_record() {
+    let owner = OwnerRecord {
+        stream_id: 42,
+        topic: "orders.v1".into(),
+        partition: 3,
+        broker: 2,
+        epoch: 5,
+        moving_to: None,
+    };
+    golden("owner.json", &owner);
+    golden(
+        "owner_moving.json",
+        &OwnerRecord {
+            moving_to: Some(7),
+            ..owner
+        },
+    );
+}
+
+#[test]
+fn drain_record() {
+    golden(
+        "drain.json",
+        &DrainRecord {
+            broker: 3,
+            requested_ms: 1_700_000_009_000,
+        },
+    );
+}
+
+#[test]
+fn changes_record() {
+    golden(
+        "changes.json",
+        &ChangesRecord {
+            ms: 1_700_000_001_234,
+        },
+    );
+}
+
+#[test]
+fn keys_sort_numerically() {
+    assert_eq!(
+        records::object_key(3, 7),
+        "objects/0000000003/00000000000000000007"
+    );
+    assert_eq!(
+        records::object_key(i32::MAX, u64::MAX),
+        "objects/2147483647/18446744073709551615"
+    );
+    assert!(records::object_key(1, 9) < records::object_key(1, 10));
+    assert!(records::object_key(9, u64::MAX) < records::object_key(10, 1));
+    assert_eq!(records::writer_objects_prefix(3), "objects/0000000003/");
+    assert_eq!(records::checkpoint_key(3), "index/0000000003");
     assert_eq!(records::topic_key("a.b"), "topics/a.b");
+    assert_eq!(records::broker_key(12), "brokers/0000000012");
+    assert_eq!(records::load_key(12), "load/0000000012");
+    assert_eq!(records::drain_key(12), "drains/0000000012");
+    assert_eq!(records::owner_key(42), "owners/00000000000000000042");
+    assert!(records::owner_key(9) < records::owner_key(10));
+    assert!(records::broker_key(9) < records::broker_key(10));
+    assert_eq!(records::parse_broker_id("0000000012"), Some(12));
+    assert_eq!(records::parse_broker_id("-000000001"), None);
+    assert_eq!(records::parse_broker_id("12"), None);
+    assert_eq!(records::parse_seq("00000000000000000042"), Some(42));
+    assert_eq!(records::parse_seq("0000000000000000004x"), None);
+}
+
+#[test]
+fn owner_record_without_moving_to_decodes_from_older_writers() {
+    // `moving_to` is optional on the wire: absent means no pending move.
+    let owner: OwnerRecord = records::decode(
+        "k",
+        br#"{"v":1,"stream_id":1,"topic":"t","partition":0,"broker":1,"epoch":0}"#,
+    )
+    .unwrap();
+    assert_eq!(owner.moving_to, None);
 }
 
 #[test]

@@ -14,6 +14,9 @@ use cirrus_controller::{
 
 const ROOT: &str = "/cirrus/";
 
+/// The object-index writer (broker id) used by these tests.
+const W: i32 = 1;
+
 #[derive(Debug)]
 struct FixedClock(i64);
 
@@ -286,25 +289,28 @@ async fn topic_names_and_partition_counts_are_validated() {
 #[tokio::test]
 async fn commit_object_is_one_guarded_write() {
     let (store, meta) = memory();
-    assert_eq!(meta.last_object_seq().await.unwrap(), 0);
+    assert_eq!(meta.last_object_seq(W).await.unwrap(), 0);
     for seq in 1..=3 {
-        meta.commit_object(object(seq), None).await.unwrap();
+        meta.commit_object(W, object(seq), None).await.unwrap();
     }
-    assert_eq!(seqs(&meta.list_objects_after(0).await.unwrap()), [1, 2, 3]);
-    assert_eq!(seqs(&meta.list_objects_after(2).await.unwrap()), [3]);
     assert_eq!(
-        meta.list_objects_after(1).await.unwrap()[0],
+        seqs(&meta.list_objects_after(W, 0).await.unwrap()),
+        [1, 2, 3]
+    );
+    assert_eq!(seqs(&meta.list_objects_after(W, 2).await.unwrap()), [3]);
+    assert_eq!(
+        meta.list_objects_after(W, 1).await.unwrap()[0],
         object(2),
         "records round-trip"
     );
-    assert_eq!(meta.last_object_seq().await.unwrap(), 3);
+    assert_eq!(meta.last_object_seq(W).await.unwrap(), 3);
 
     // Retrying an identical commit (e.g. after a transport error) succeeds.
-    meta.commit_object(object(3), None).await.unwrap();
+    meta.commit_object(W, object(3), None).await.unwrap();
     // A different record under the same seq is refused.
     let mut other = object(3);
     other.writer = "broker-9".into();
-    let err = meta.commit_object(other, None).await.unwrap_err();
+    let err = meta.commit_object(W, other, None).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -315,7 +321,7 @@ async fn commit_object_is_one_guarded_write() {
         ),
         "{err}"
     );
-    assert_eq!(meta.list_objects_after(2).await.unwrap()[0], object(3));
+    assert_eq!(meta.list_objects_after(W, 2).await.unwrap()[0], object(3));
 
     // Fencing: the write applies only while the fence key has the expected version.
     assert!(
@@ -329,7 +335,7 @@ async fn commit_object_is_one_guarded_write() {
         key: "/fence/owner".into(),
         version: v,
     };
-    meta.commit_object(object(4), Some(fence(version)))
+    meta.commit_object(W, object(4), Some(fence(version)))
         .await
         .unwrap();
     assert!(
@@ -339,7 +345,7 @@ async fn commit_object_is_one_guarded_write() {
             .unwrap()
     );
     let err = meta
-        .commit_object(object(5), Some(fence(version)))
+        .commit_object(W, object(5), Some(fence(version)))
         .await
         .unwrap_err();
     assert!(
@@ -347,7 +353,7 @@ async fn commit_object_is_one_guarded_write() {
         "{err}"
     );
     assert_eq!(
-        meta.last_object_seq().await.unwrap(),
+        meta.last_object_seq(W).await.unwrap(),
         4,
         "fenced commit wrote nothing"
     );
@@ -357,61 +363,67 @@ async fn commit_object_is_one_guarded_write() {
 async fn checkpoint_hides_and_deletes_covered_objects() {
     let (store, meta) = memory();
     for seq in 1..=10 {
-        meta.commit_object(object(seq), None).await.unwrap();
+        meta.commit_object(W, object(seq), None).await.unwrap();
     }
-    assert_eq!(meta.get_checkpoint().await.unwrap(), None);
-    meta.commit_checkpoint(checkpoint(6), None).await.unwrap();
-    let (cp, version) = meta.get_checkpoint().await.unwrap().unwrap();
+    assert_eq!(meta.get_checkpoint(W).await.unwrap(), None);
+    meta.commit_checkpoint(W, checkpoint(6), None)
+        .await
+        .unwrap();
+    let (cp, version) = meta.get_checkpoint(W).await.unwrap().unwrap();
     assert_eq!(cp, checkpoint(6));
     assert_eq!(
-        seqs(&meta.list_objects_after(0).await.unwrap()),
+        seqs(&meta.list_objects_after(W, 0).await.unwrap()),
         [7, 8, 9, 10]
     );
     assert_eq!(
-        store.list("/cirrus/objects/").await.unwrap().len(),
+        store
+            .list("/cirrus/objects/0000000001/")
+            .await
+            .unwrap()
+            .len(),
         4,
         "covered records deleted"
     );
-    assert_eq!(meta.last_object_seq().await.unwrap(), 10);
+    assert_eq!(meta.last_object_seq(W).await.unwrap(), 10);
 
     // A stale expected version is a conflict and changes nothing.
     let err = meta
-        .commit_checkpoint(checkpoint(8), None)
+        .commit_checkpoint(W, checkpoint(8), None)
         .await
         .unwrap_err();
     assert!(matches!(err, MetaError::Conflict(_)), "{err}");
     let err = meta
-        .commit_checkpoint(checkpoint(8), Some(version + 1000))
+        .commit_checkpoint(W, checkpoint(8), Some(version + 1000))
         .await
         .unwrap_err();
     assert!(matches!(err, MetaError::Conflict(_)), "{err}");
     // Moving back is refused.
     let err = meta
-        .commit_checkpoint(checkpoint(5), Some(version))
+        .commit_checkpoint(W, checkpoint(5), Some(version))
         .await
         .unwrap_err();
     assert!(matches!(err, MetaError::InvalidArgument(_)), "{err}");
     assert_eq!(
-        meta.get_checkpoint().await.unwrap().unwrap().0,
+        meta.get_checkpoint(W).await.unwrap().unwrap().0,
         checkpoint(6)
     );
 
     // Leftovers at or below through_seq (an interrupted cleanup) are ignored by readers
     // and removed by the next checkpoint.
-    meta.commit_object(object(3), None).await.unwrap();
+    meta.commit_object(W, object(3), None).await.unwrap();
     assert_eq!(
-        seqs(&meta.list_objects_after(0).await.unwrap()),
+        seqs(&meta.list_objects_after(W, 0).await.unwrap()),
         [7, 8, 9, 10]
     );
-    let snapshot = meta.index_snapshot().await.unwrap();
+    let snapshot = meta.index_snapshot(W).await.unwrap();
     assert_eq!(snapshot.through_seq(), 6);
     assert_eq!(seqs(&snapshot.objects), [7, 8, 9, 10]);
-    meta.commit_checkpoint(checkpoint(8), Some(version))
+    meta.commit_checkpoint(W, checkpoint(8), Some(version))
         .await
         .unwrap();
-    assert_eq!(seqs(&meta.list_objects_after(0).await.unwrap()), [9, 10]);
+    assert_eq!(seqs(&meta.list_objects_after(W, 0).await.unwrap()), [9, 10]);
     let left: Vec<String> = store
-        .list("/cirrus/objects/")
+        .list("/cirrus/objects/0000000001/")
         .await
         .unwrap()
         .into_iter()
@@ -420,17 +432,17 @@ async fn checkpoint_hides_and_deletes_covered_objects() {
     assert_eq!(
         left,
         [
-            "/cirrus/objects/00000000000000000009",
-            "/cirrus/objects/00000000000000000010"
+            "/cirrus/objects/0000000001/00000000000000000009",
+            "/cirrus/objects/0000000001/00000000000000000010"
         ]
     );
     // After checkpointing everything, the next seq continues from through_seq.
-    let (_, version) = meta.get_checkpoint().await.unwrap().unwrap();
-    meta.commit_checkpoint(checkpoint(10), Some(version))
+    let (_, version) = meta.get_checkpoint(W).await.unwrap().unwrap();
+    meta.commit_checkpoint(W, checkpoint(10), Some(version))
         .await
         .unwrap();
-    assert!(meta.list_objects_after(0).await.unwrap().is_empty());
-    assert_eq!(meta.last_object_seq().await.unwrap(), 10);
+    assert!(meta.list_objects_after(W, 0).await.unwrap().is_empty());
+    assert_eq!(meta.last_object_seq(W).await.unwrap(), 10);
 }
 
 #[tokio::test]
@@ -446,25 +458,26 @@ async fn metadata_stays_bounded_after_checkpoint() {
     }
     meta.allocate_producer_ids(10).await.unwrap();
     let baseline = store.list(ROOT).await.unwrap().len();
-    // cluster + topics + 2 counters
-    assert_eq!(baseline, 1 + 5 + 2);
+    // cluster + topics + 2 counters + changes
+    assert_eq!(baseline, 1 + 5 + 2 + 1);
     for seq in 1..=1000 {
-        meta.commit_object(object(seq), None).await.unwrap();
+        meta.commit_object(W, object(seq), None).await.unwrap();
     }
     assert_eq!(store.list(ROOT).await.unwrap().len(), baseline + 1000);
-    meta.commit_checkpoint(checkpoint(1000), None)
+    meta.commit_checkpoint(W, checkpoint(1000), None)
         .await
         .unwrap();
     let keys = store.list(ROOT).await.unwrap();
-    // keys = 1 (cluster) + T (topics) + 2 (counters) + 1 (checkpoint) + O (0 objects left)
+    // keys = 1 (cluster) + T (topics) + 2 (counters) + 1 (changes) + W (1 checkpoint)
+    //        + O (0 objects left)
     assert_eq!(
         keys.len(),
         baseline + 1,
         "only the checkpoint key remains from the index: {keys:?}"
     );
-    assert!(keys.len() <= 4 + usize::try_from(topics).unwrap());
-    assert!(meta.list_objects_after(0).await.unwrap().is_empty());
-    assert_eq!(meta.last_object_seq().await.unwrap(), 1000);
+    assert!(keys.len() <= 5 + usize::try_from(topics).unwrap());
+    assert!(meta.list_objects_after(W, 0).await.unwrap().is_empty());
+    assert_eq!(meta.last_object_seq(W).await.unwrap(), 1000);
     // The topics, with their partitions, are intact.
     let listed = meta.list_topics().await.unwrap();
     assert_eq!(listed.len(), 5);
@@ -551,25 +564,84 @@ async fn embedded_model_survives_reopen() {
         let logs = meta.create_topic("logs", 2, BTreeMap::new()).await.unwrap();
         // Enough objects that the checkpoint's deletions span several transactions.
         for seq in 1..=200 {
-            meta.commit_object(object(seq), None).await.unwrap();
+            meta.commit_object(W, object(seq), None).await.unwrap();
         }
-        meta.commit_checkpoint(checkpoint(150), None).await.unwrap();
+        meta.commit_checkpoint(W, checkpoint(150), None)
+            .await
+            .unwrap();
         (cluster, orders, logs)
     };
     let store = Arc::new(EmbeddedMetaStore::open(&path).unwrap());
     let meta = Metadata::new(store.clone(), ROOT);
     assert_eq!(meta.init_cluster().await.unwrap(), cluster);
     assert_eq!(meta.list_topics().await.unwrap(), [logs, orders]);
-    let after = meta.list_objects_after(0).await.unwrap();
+    let after = meta.list_objects_after(W, 0).await.unwrap();
     assert_eq!(seqs(&after), (151..=200).collect::<Vec<_>>());
     assert_eq!(after[0], object(151));
     assert_eq!(
-        meta.get_checkpoint().await.unwrap().unwrap().0,
+        meta.get_checkpoint(W).await.unwrap().unwrap().0,
         checkpoint(150)
     );
-    assert_eq!(meta.last_object_seq().await.unwrap(), 200);
-    assert_eq!(store.list("/cirrus/objects/").await.unwrap().len(), 50);
+    assert_eq!(meta.last_object_seq(W).await.unwrap(), 200);
+    assert_eq!(
+        store
+            .list("/cirrus/objects/0000000001/")
+            .await
+            .unwrap()
+            .len(),
+        50
+    );
     // Allocation continues after reopen without reusing stream ids.
     let next = meta.create_topic("more", 1, BTreeMap::new()).await.unwrap();
     assert_eq!(next.partitions[0].stream_id, 6);
+}
+
+#[tokio::test]
+async fn legacy_single_writer_index_migrates_to_a_writer() {
+    let (store, meta) = memory();
+    // The layout of earlier builds: objects/{seq} and index/checkpoint.
+    for seq in 1..=150 {
+        let key = format!("/cirrus/objects/{seq:020}");
+        let value = cirrus_controller::records::encode(&key, &object(seq)).unwrap();
+        assert!(store.txn(Txn::new().put(key, value)).await.unwrap());
+    }
+    let key = "/cirrus/index/checkpoint";
+    let value = cirrus_controller::records::encode(key, &checkpoint(20)).unwrap();
+    assert!(store.txn(Txn::new().put(key, value)).await.unwrap());
+    // Before migrating, readers of the new layout ignore the legacy keys.
+    assert!(meta.cluster_index().await.unwrap().is_empty());
+
+    assert_eq!(meta.migrate_legacy_index(0).await.unwrap(), 151);
+    let snapshot = meta.index_snapshot(0).await.unwrap();
+    assert_eq!(snapshot.checkpoint.as_ref().unwrap().0, checkpoint(20));
+    assert_eq!(seqs(&snapshot.objects), (21..=150).collect::<Vec<_>>());
+    assert_eq!(snapshot.objects[0], object(21));
+    assert_eq!(meta.last_object_seq(0).await.unwrap(), 150);
+    let left: Vec<String> = store
+        .list("/cirrus/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|kv| kv.key)
+        .filter(|k| {
+            k == "/cirrus/index/checkpoint"
+                || k.strip_prefix("/cirrus/objects/")
+                    .is_some_and(|rest| !rest.contains('/'))
+        })
+        .collect();
+    assert!(left.is_empty(), "legacy keys remain: {left:?}");
+    assert_eq!(
+        store
+            .list("/cirrus/objects/0000000000/")
+            .await
+            .unwrap()
+            .len(),
+        130,
+        "covered records were dropped, not moved"
+    );
+    assert_eq!(meta.migrate_legacy_index(0).await.unwrap(), 0, "idempotent");
+    let index = meta.cluster_index().await.unwrap();
+    assert_eq!(index.len(), 1);
+    assert_eq!(index[0].writer, 0);
+    assert_eq!(index[0].objects.len(), 130);
 }

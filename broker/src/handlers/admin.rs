@@ -32,23 +32,56 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-fn broker(ctx: &Ctx) -> MetadataResponseBroker {
-    MetadataResponseBroker::default()
-        .with_node_id(BrokerId(ctx.settings.node_id))
-        .with_host(str_bytes(&ctx.settings.advertised_host))
-        .with_port(ctx.settings.advertised_port)
+/// Every live broker: (id, host, port). A single node is its own cluster.
+fn brokers(ctx: &Ctx) -> Vec<(i32, String, i32)> {
+    match &ctx.member {
+        Some(member) => member
+            .view()
+            .brokers
+            .values()
+            .map(|b| (b.id, b.host.clone(), b.port))
+            .collect(),
+        None => vec![(
+            ctx.settings.node_id,
+            ctx.settings.advertised_host.clone(),
+            ctx.settings.advertised_port,
+        )],
+    }
+}
+
+/// The controller's id, -1 when there is none right now.
+fn controller_id(ctx: &Ctx) -> i32 {
+    match &ctx.member {
+        Some(member) => member.view().controller.unwrap_or(-1),
+        None => ctx.settings.node_id,
+    }
 }
 
 fn topic_metadata(ctx: &Ctx, t: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(ctx.settings.node_id);
+    let view = ctx.member.as_ref().map(|m| m.view());
     let partitions = t
         .partitions
         .iter()
         .map(|p| {
-            let epoch = p.lock().leader_epoch;
-            MetadataResponsePartition::default()
-                .with_partition_index(p.index)
-                .with_leader_id(node)
+            let base = MetadataResponsePartition::default().with_partition_index(p.index);
+            let (leader, epoch) = match &view {
+                None => (ctx.settings.node_id, p.lock().leader_epoch),
+                // The owner record is the truth: clients go to its broker, at its epoch.
+                Some(view) => match view.live_owner(p.stream_id) {
+                    Some((b, o)) => (b.id, o.epoch),
+                    None => {
+                        let epoch = view.owners.get(&p.stream_id).map_or(-1, |o| o.epoch);
+                        return base
+                            .with_error_code(ResponseError::LeaderNotAvailable.code())
+                            .with_leader_id(BrokerId(-1))
+                            .with_leader_epoch(epoch)
+                            .with_replica_nodes(vec![])
+                            .with_isr_nodes(vec![]);
+                    }
+                },
+            };
+            let node = BrokerId(leader);
+            base.with_leader_id(node)
                 .with_leader_epoch(epoch)
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node])
@@ -116,10 +149,19 @@ pub(super) async fn metadata(
             out
         }
     };
+    let brokers = brokers(ctx)
+        .into_iter()
+        .map(|(id, host, port)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(str_bytes(&host))
+                .with_port(port)
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![broker(ctx)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(&ctx.logs.cluster_id)))
-        .with_controller_id(BrokerId(ctx.settings.node_id))
+        .with_controller_id(BrokerId(controller_id(ctx)))
         .with_topics(topics)
         .with_cluster_authorized_operations(i32::MIN)
 }
@@ -385,13 +427,18 @@ pub(super) fn describe_configs(
 pub(super) fn describe_cluster(ctx: &Arc<Ctx>) -> DescribeClusterResponse {
     DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(&ctx.logs.cluster_id))
-        .with_controller_id(BrokerId(ctx.settings.node_id))
-        .with_brokers(vec![
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(ctx.settings.node_id))
-                .with_host(str_bytes(&ctx.settings.advertised_host))
-                .with_port(ctx.settings.advertised_port),
-        ])
+        .with_controller_id(BrokerId(controller_id(ctx)))
+        .with_brokers(
+            brokers(ctx)
+                .into_iter()
+                .map(|(id, host, port)| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(id))
+                        .with_host(str_bytes(&host))
+                        .with_port(port)
+                })
+                .collect(),
+        )
         .with_cluster_authorized_operations(i32::MIN)
 }
 

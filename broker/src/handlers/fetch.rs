@@ -112,6 +112,7 @@ async fn fetch_once(
                             .counters
                             .fetched_bytes
                             .inc_by(records.len() as u64);
+                        partition.counters.total_out.inc_by(records.len() as u64);
                     }
                     pd = pd
                         .with_high_watermark(hwm)

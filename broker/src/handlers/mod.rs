@@ -22,6 +22,8 @@ use crate::server::{DecodedRequest, PendingResponse, encode_response, ready};
 pub struct Ctx {
     pub settings: Arc<Settings>,
     pub logs: Arc<LogManager>,
+    /// Cluster membership (None on a single node).
+    pub member: Option<Arc<crate::cluster::Member>>,
 }
 
 /// The versions this broker implements, per API (None: not implemented, not advertised).

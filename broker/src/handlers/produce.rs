@@ -13,6 +13,10 @@ use crate::batch;
 use crate::error::BrokerError;
 use crate::server::{PendingResponse, encode_response};
 
+/// Bounds on how long a produce may wait, whatever timeout the client sends.
+const MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 type PartitionFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = PartitionProduceResponse> + Send>>;
 
@@ -37,6 +41,11 @@ pub(super) async fn handle(
         });
     }
     let acks = req.acks;
+    // The client's request timeout bounds every wait (WAL space while the bucket is
+    // unreachable, the object commit for durability=object): past it the partition
+    // answers REQUEST_TIMED_OUT, which clients retry, instead of hanging.
+    let timeout = std::time::Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0))
+        .clamp(MIN_TIMEOUT, MAX_TIMEOUT);
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<PartitionFuture>)> = Vec::new();
     for topic in req.topic_data {
         let mut parts: Vec<PartitionFuture> = Vec::new();
@@ -85,11 +94,18 @@ pub(super) async fn handle(
             };
             // The ordered part (offsets, WAL submission) happens inside `append_start`,
             // now, in request order; only the wait for durability is deferred.
-            match ctx.logs.append_start(&partition, batches).await {
+            let started = tokio::time::timeout(timeout, ctx.logs.append_start(&partition, batches))
+                .await
+                .unwrap_or(Err(BrokerError::Timeout));
+            match started {
                 Ok(ticket) => {
                     let logs = ctx.logs.clone();
                     parts.push(Box::pin(async move {
-                        match logs.append_finish(&partition, ticket).await {
+                        let finished =
+                            tokio::time::timeout(timeout, logs.append_finish(&partition, ticket))
+                                .await
+                                .unwrap_or(Err(BrokerError::Timeout));
+                        match finished {
                             Ok(r) => PartitionProduceResponse::default()
                                 .with_index(index)
                                 .with_base_offset(r.base_offset)

@@ -1,0 +1,315 @@
+"""Cluster mode end to end: 3 brokers (release binary) on one etcd and one S3 bucket, real
+Kafka clients (confluent-kafka / librdkafka), 12 partitions; the 1000-partition drain timing
+runs on 2 brokers.
+
+Every test produces with idempotent acks=all producers that record each acknowledged record
+(cluster_verify.ProducerFleet) and ends by reading every partition from the beginning and
+checking: every acknowledged record present exactly once, at the offset its ack named, per-key
+order kept, no offset twice (cluster_verify.check_log).
+
+Run one:  tests/.venv/bin/pytest tests/e2e/test_cluster.py -k drain_broker -v
+All of them:  tests/run.sh --e2e -m cluster      (tests/run.sh alone runs them too)
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cirrus_e2e import client_conf, split_hostport
+from cluster_verify import ProducerFleet, verify_topic
+
+pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.timeout(180)]
+
+TOPIC = "t"
+PARTS = 12
+DURABILITY = "cirrus.durability"
+
+
+def owned_by(leaders: dict[int, int], broker: int) -> list[int]:
+    return sorted(p for p, b in leaders.items() if b == broker)
+
+
+def balanced(leaders: dict[int, int], brokers) -> bool:
+    counts = [sum(1 for b in leaders.values() if b == i) for i in brokers]
+    return max(counts) - min(counts) <= 1
+
+
+def fleet_for(c, **kw) -> ProducerFleet:
+    kw.setdefault("producers", 2)
+    kw.setdefault("rate", 300)
+    return ProducerFleet(c.bootstrap(), kw.pop("topic", TOPIC), kw.pop("partitions", PARTS),
+                         context=c.diagnostics, **kw)
+
+
+def test_formation_metadata_admin_and_roundtrip(cluster):
+    """3 brokers register; every broker's Metadata lists all 3 at their own addresses; 12
+    partitions spread 3..5 per broker; `cirrus admin` agrees; produce/consume through a
+    bootstrap of one broker."""
+    from confluent_kafka.admin import AdminClient
+
+    c = cluster(3)
+    ids = {0, 1, 2}
+    c.create_topic(TOPIC, PARTS)
+    leaders = c.wait_online(TOPIC, PARTS)
+    counts = c.counts(leaders)
+    print(f"placement: {dict(sorted(counts.items()))}")
+    assert set(counts) == ids and all(3 <= counts[i] <= 5 for i in ids), f"partitions not spread: {leaders}"
+
+    # A real client bootstrapped from broker 0 alone sees the same cluster.
+    md = AdminClient(client_conf(c.broker(0).bootstrap)).list_topics(timeout=15)
+    assert {b.id: (b.host, b.port) for b in md.brokers.values()} == {
+        b.broker_id: split_hostport(b.bootstrap) for b in c.brokers}
+    assert {p: pm.leader for p, pm in md.topics[TOPIC].partitions.items()} == leaders
+
+    # `cirrus admin`, through every broker's admin address.
+    for b in c.brokers:
+        assert b.admin("cluster", timeout=20).rc == 0, b.admin("cluster", timeout=20)
+    rows = c.wait_admin_cluster(ids, offline=0, timeout=15)
+    assert set(rows) == ids, rows
+    for i, row in rows.items():
+        b = c.broker(i)
+        assert row["address"] is None or str(b.kafka_port) in row["address"], row
+        assert row["live"] in (True, None) and row["draining"] in (False, None), row
+        assert row["partitions"] == counts[i], (row, dict(counts))
+    assert c.admin_controller() in ids, c.admin_ok("cluster").stdout
+    assert TOPIC in c.admin_ok("topics", "list").stdout
+    described = c.admin_partitions(TOPIC)
+    assert {p: r["owner"] for p, r in described.items()} == leaders
+    assert all(r["online"] in (True, None) for r in described.values()), described
+
+    # CLI errors: 1 + "error: ..." for a failed operation, 2 for a usage error.
+    bad = c.admin("move", "--topic", "no-such-topic", "--partition", "0", "--to", "1", timeout=30)
+    assert bad.rc == 1 and "error:" in bad.stderr, bad
+    bad = c.admin("move", "--topic", TOPIC, "--partition", "0", "--to", "7", timeout=30)
+    assert bad.rc == 1 and "error:" in bad.stderr, bad
+    assert c.admin("move", "--no-such-flag", timeout=30).rc == 2
+
+    # Produce and consume through broker 0 only: the client follows Metadata to the owners.
+    fleet = ProducerFleet(c.broker(0).bootstrap, TOPIC, PARTS, producers=1, rate=None, max_records=2400,
+                          context=c.diagnostics)
+    fleet.start().join(60)
+    fleet.assert_clean()
+    verify_topic(c.broker(0).bootstrap, TOPIC, PARTS, [fleet], context=c.diagnostics)
+
+
+def test_move_and_rebalance_under_load(cluster):
+    c = cluster(3, auto_rebalance=False)  # the explicit move must stick until `rebalance`
+    ids = [0, 1, 2]
+    c.create_topic(TOPIC, PARTS)
+    leaders = c.wait_online(TOPIC, PARTS)
+    before = c.counts(leaders)
+    src = leaders[0]
+    dest = (src + 1) % 3
+    with fleet_for(c) as fleet:
+        fleet.wait_acked(1500, timeout=30)
+        t0 = time.monotonic()
+        res = c.admin("move", "--topic", TOPIC, "--partition", "0", "--to", str(dest), "--timeout", "60s",
+                      timeout=75)
+        move_s = time.monotonic() - t0
+        assert res.rc == 0, f"move failed: {res}" + c.diagnostics()
+        print(f"move of partition 0 {src} -> {dest}: {move_s:.2f}s")
+        leaders = c.wait_leaders(TOPIC, PARTS, lambda m: m[0] == dest, f"partition 0 owned by {dest}", timeout=15)
+        assert c.counts(leaders)[dest] == before[dest] + 1 and c.counts(leaders)[src] == before[src] - 1
+        row = c.admin_partitions(TOPIC)[0]
+        assert row["owner"] == dest and row["moving_to"] in (None, -1), row
+        mark = fleet.n_acked
+        fleet.wait_progress(mark, 30, timeout=30, what="after the move")
+
+        t0 = time.monotonic()
+        res = c.admin("rebalance", timeout=75)
+        assert res.rc == 0, f"rebalance failed: {res}" + c.diagnostics()
+        print(f"rebalance: {time.monotonic() - t0:.2f}s; stdout: {res.stdout.strip()[-200:]}")
+        leaders = c.wait_leaders(TOPIC, PARTS, lambda m: balanced(m, ids), "balanced over 3 brokers", timeout=30)
+        print(f"after rebalance: {dict(sorted(c.counts(leaders).items()))}")
+        mark = fleet.n_acked
+        fleet.wait_progress(mark, 30, timeout=30, what="after the rebalance")
+    fleet.assert_clean()
+    verify_topic(c.bootstrap(), TOPIC, PARTS, [fleet], context=c.diagnostics)
+
+
+def test_drain_broker_under_load_then_stop_it(cluster):
+    c = cluster(3)
+    c.create_topic(TOPIC, PARTS)
+    c.wait_online(TOPIC, PARTS)
+    with fleet_for(c) as fleet:
+        fleet.wait_acked(1500, timeout=30)
+        t0 = time.monotonic()
+        res = c.admin("drain", "--broker", "2", "--timeout", "60s", timeout=75)
+        assert res.rc == 0, f"drain failed: {res}" + c.diagnostics()
+        print(f"drain of broker 2: {time.monotonic() - t0:.2f}s; {res.stdout.strip()[-200:]}")
+        leaders = c.wait_leaders(TOPIC, PARTS, lambda m: 2 not in m.values() and -1 not in m.values(),
+                                 "no partition on broker 2", timeout=15)
+        described = c.admin_partitions(TOPIC)
+        assert not [p for p, r in described.items() if r["owner"] == 2], described
+        assert {p: r["owner"] for p, r in described.items()} == leaders
+        row = c.admin_brokers()[2]
+        assert row["partitions"] == 0 and row["draining"] in (True, None), row
+        mark = fleet.n_acked
+        fleet.wait_progress(mark, 30, timeout=30, what="after the drain")
+
+        took = c.broker(2).stop()  # SIGTERM, exit 0
+        print(f"stop of the drained broker: {took:.2f}s")
+        c.wait_brokers({0, 1}, timeout=15)
+        assert c.wait_online(TOPIC, PARTS, timeout=15) == leaders, "a partition moved although nothing failed"
+        mark = fleet.n_acked
+        fleet.wait_progress(mark, 30, timeout=30, what="after broker 2 stopped")
+    fleet.assert_clean()
+    verify_topic(c.bootstrap(), TOPIC, PARTS, [fleet], context=c.diagnostics)
+
+
+def test_kill9_with_object_durability_fails_over(cluster):
+    """durability=object: every ack waited for the object commit, so after the lease expires the
+    survivors serve the dead broker's partitions with nothing acknowledged lost. The victim is the
+    controller (failover then needs a new election too). It rejoins afterwards on its data dir."""
+    c = cluster(3)
+    c.create_topic(TOPIC, PARTS, config={DURABILITY: "object"})
+    leaders = c.wait_online(TOPIC, PARTS)
+    ctrl = c.admin_controller()
+    assert ctrl in (0, 1, 2), c.admin_ok("cluster").stdout
+    victim = c.broker(ctrl)
+    victim_parts = owned_by(leaders, victim.broker_id)
+    survivors = {b.broker_id for b in c.brokers} - {victim.broker_id}
+    with fleet_for(c) as fleet:
+        fleet.wait_acked(1500, timeout=30)
+        victim.kill9()
+        t_kill = time.monotonic()
+        c.wait_brokers(survivors, timeout=c.ttl_s + 15)
+        leaders = c.wait_online(TOPIC, PARTS, owners=survivors, timeout=c.ttl_s + 20)
+        print(f"failover of {len(victim_parts)} partitions of the controller (broker {victim.broker_id}): "
+              f"{time.monotonic() - t_kill:.2f}s after kill -9 (session TTL {c.session_ttl})")
+        assert c.admin_controller() in survivors
+        mark = fleet.n_acked
+        fleet.wait_progress(mark, 20, timeout=30, partitions=victim_parts, what="on the failed-over partitions")
+
+        # The dead broker comes back on its data dir: it must not resurrect or duplicate anything.
+        victim.restart()
+        c.wait_brokers({0, 1, 2}, timeout=20)
+        c.wait_online(TOPIC, PARTS, timeout=30)
+        mark = fleet.n_acked
+        fleet.wait_progress(mark, 20, timeout=30, what="after the restart")
+    fleet.assert_clean(allow_failed=True)
+    print(f"producers: {fleet.progress()}")
+    verify_topic(c.bootstrap(), TOPIC, PARTS, [fleet], context=c.diagnostics)
+
+
+def test_kill9_with_local_durability_keeps_partitions_offline_until_restart(cluster):
+    """durability=local, no unclean failover: the dead broker's WAL may hold acknowledged records
+    that are in no object, so its partitions stay offline until it restarts on that WAL."""
+    c = cluster(3, unclean_failover=False)
+    c.create_topic(TOPIC, PARTS)  # default durability: local
+    leaders = c.wait_online(TOPIC, PARTS)
+    victim = c.broker(2)
+    victim_parts = owned_by(leaders, 2)
+    others = [p for p in range(PARTS) if p not in victim_parts]
+    assert victim_parts
+    with fleet_for(c) as fleet:
+        fleet.wait_acked(1500, timeout=30)
+        victim.kill9()
+        t_kill = time.monotonic()
+        c.wait_brokers({0, 1}, timeout=c.ttl_s + 15)
+
+        def offline_as_expected(m):  # leader -1 (or at least no live broker) for exactly the victim's
+            return all(m[p] not in (0, 1) for p in victim_parts) and all(m[p] == leaders[p] for p in others)
+
+        seen = c.wait_leaders(TOPIC, PARTS, offline_as_expected, "broker 2's partitions offline, the rest unchanged",
+                              timeout=10)
+        print(f"offline after {time.monotonic() - t_kill:.2f}s: {[(p, seen[p]) for p in victim_parts]}")
+        # ... and they stay offline: no failover without the WAL.
+        until = time.monotonic() + 2 * c.ttl_s
+        while time.monotonic() < until:
+            for bid, v in c.views([TOPIC]).items():
+                assert not isinstance(v, Exception), f"broker {bid}: {v!r}" + c.diagnostics()
+                assert offline_as_expected(v.leaders(TOPIC)), (
+                    f"broker {bid} shows {v.leaders(TOPIC)}: broker 2's partitions {victim_parts} failed over "
+                    f"without unclean failover" + c.diagnostics())
+            time.sleep(0.3)
+        described = c.admin_partitions(TOPIC)
+        for p in victim_parts:
+            assert described[p]["online"] is False, (p, described[p])
+            assert described[p]["owner"] in (2, None), (p, described[p])
+        c.wait_admin_cluster({0, 1}, offline=len(victim_parts), timeout=10)
+        mark = fleet.n_acked
+        fleet.wait_progress(mark, 20, timeout=30, partitions=others, what="on the online partitions")
+
+        victim.restart()
+        c.wait_brokers({0, 1, 2}, timeout=20)
+        back = c.wait_online(TOPIC, PARTS, timeout=30)
+        assert all(back[p] == 2 for p in victim_parts), f"broker 2's partitions did not come back to it: {back}"
+        c.wait_admin_cluster({0, 1, 2}, offline=0, timeout=15)
+        print(f"back online {time.monotonic() - t_kill:.2f}s after kill -9")
+        mark = fleet.n_acked
+        fleet.wait_progress(mark, 20, timeout=45, partitions=victim_parts, what="on broker 2's partitions")
+    fleet.assert_clean(allow_failed=True)
+    print(f"producers: {fleet.progress()}")
+    verify_topic(c.bootstrap(), TOPIC, PARTS, [fleet], context=c.diagnostics)
+
+
+@pytest.mark.parametrize("victim_kind", ["follower", "controller"])
+def test_sigstop_longer_than_session_ttl(cluster, victim_kind):
+    """A broker frozen (SIGSTOP) for 2x the session TTL loses its lease; its partitions
+    (durability=object) fail over while it is frozen. After SIGCONT it still holds produce
+    requests in its sockets: whatever it does with them, nothing it acknowledges after losing
+    the lease may be lost, duplicated or given an offset another broker also gave out (the
+    exactly-once check at the offsets named by the acks)."""
+    c = cluster(3)
+    c.create_topic(TOPIC, PARTS, config={DURABILITY: "object"})
+    leaders = c.wait_online(TOPIC, PARTS)
+    ctrl = c.admin_controller()
+    assert ctrl in (0, 1, 2), c.admin_ok("cluster").stdout
+    victim_id = ctrl if victim_kind == "controller" else next(i for i in (2, 1, 0) if i != ctrl)
+    victim = c.broker(victim_id)
+    victim_parts = owned_by(leaders, victim_id)
+    survivors = [b for b in c.brokers if b is not victim]
+    survivor_ids = {b.broker_id for b in survivors}
+    stop_for = 2 * c.ttl_s
+    with fleet_for(c) as fleet:
+        fleet.wait_acked(1500, timeout=30)
+        victim.sigstop()
+        t_stop = time.monotonic()
+        # Failover while it is frozen (bounded a little past 2x TTL on a slow machine).
+        c.wait_leaders(TOPIC, PARTS, lambda m: all(b in survivor_ids for b in m.values()),
+                       f"broker {victim_id}'s partitions on the survivors while it is stopped",
+                       timeout=stop_for + 10, brokers=survivors)
+        failover_s = time.monotonic() - t_stop
+        time.sleep(max(0.0, stop_for - failover_s))
+        mark = fleet.n_acked
+        victim.sigcont()
+        print(f"{victim_kind} {victim_id} stopped {time.monotonic() - t_stop:.1f}s; its {len(victim_parts)} "
+              f"partitions failed over after {failover_s:.2f}s")
+        fleet.wait_progress(mark, 30, timeout=30, what="after SIGCONT")
+        time.sleep(2)  # let the resumed broker act on what it held
+        mark = fleet.n_acked
+        fleet.wait_progress(mark, 20, timeout=30, what="with the resumed broker back")
+    fleet.assert_clean(allow_failed=True)
+    print(f"producers: {fleet.progress()}; resumed broker {'running' if victim.running else 'exited'}")
+    verify_topic(c.bootstrap(survivors), TOPIC, PARTS, [fleet], context=c.diagnostics)
+
+
+@pytest.mark.timeout(300)
+def test_drain_1000_partitions_timing(cluster, capsys):
+    """Timing of a 1000-partition drain (2 brokers, ~500 partitions move). Only correctness is
+    asserted; the time is printed for BENCHMARKS.md."""
+    c = cluster(2)
+    topic, n = "big", 1000
+    c.admin_ok("topics", "create", topic, "--partitions", str(n), timeout=60)
+    leaders = c.wait_online(topic, n, timeout=60)
+    on_1 = len(owned_by(leaders, 1))
+    assert on_1 > 0, f"nothing placed on broker 1: {dict(c.counts(leaders))}"
+    fleet = ProducerFleet(c.bootstrap(), topic, n, producers=1, keys_per_partition=1, rate=None,
+                          max_records=3 * n, value_bytes=50, context=c.diagnostics)
+    fleet.start().join(90)
+    fleet.assert_clean()
+
+    t0 = time.monotonic()
+    res = c.admin("drain", "--broker", "1", "--timeout", "120s", timeout=130)
+    drain_s = time.monotonic() - t0
+    assert res.rc == 0, f"drain failed after {drain_s:.1f}s: {res}" + c.diagnostics()
+    c.wait_leaders(topic, n, lambda m: set(m.values()) == {0}, "all partitions on broker 0", timeout=30)
+    settled_s = time.monotonic() - t0
+    with capsys.disabled():
+        print(f"\nBENCH cluster drain: {on_1} of {n} partitions moved off broker 1 (2 brokers, etcd + SeaweedFS, "
+              f"{len(fleet.acked)} records): `cirrus admin drain` {drain_s:.2f}s wall, "
+              f"all on broker 0 in Metadata after {settled_s:.2f}s; admin progress: {res.stderr.strip()[-160:]!r}")
+    verify_topic(c.broker(0).bootstrap, topic, n, [fleet], timeout=90, context=c.diagnostics)
