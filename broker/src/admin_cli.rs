@@ -741,7 +741,10 @@ fn broker_or_dash(id: i32) -> String {
 
 /// `host:port`, with brackets around an IPv6 host.
 fn host_port(host: &str, port: i32) -> String {
-    if host.contains(':') && !host.starts_with('[') {
+    if host.is_empty() {
+        // A broker known only from owner records: not registered, address unknown.
+        "-".to_string()
+    } else if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")

@@ -271,12 +271,7 @@ impl Admin for AdminService {
         &self,
         _request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
-        let topics = self
-            .member
-            .meta
-            .list_topics()
-            .await
-            .map_err(meta_status)?;
+        let topics = self.member.meta.list_topics().await.map_err(meta_status)?;
         Ok(Response::new(pb::ListTopicsResponse {
             topics: topics
                 .into_iter()
@@ -359,10 +354,7 @@ impl Admin for AdminService {
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
         let name = request.into_inner().name;
-        self.logs
-            .delete_topic(&name)
-            .await
-            .map_err(broker_status)?;
+        self.logs.delete_topic(&name).await.map_err(broker_status)?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 
@@ -492,10 +484,14 @@ impl Admin for AdminService {
                 finished: owned == 0,
             })));
         }
-        Ok(Response::new(self.progress(owned, message, move |owners| {
-            let left = owners.values().filter(|o| o.broker == id).count();
-            owned.saturating_sub(left)
-        })))
+        Ok(Response::new(self.progress(
+            owned,
+            message,
+            move |owners| {
+                let left = owners.values().filter(|o| o.broker == id).count();
+                owned.saturating_sub(left)
+            },
+        )))
     }
 
     async fn undrain_broker(
@@ -541,7 +537,10 @@ impl Admin for AdminService {
         let message = if plan.is_empty() {
             "already balanced".to_string()
         } else {
-            format!("rebalancing: {} moves planned, {recorded} recorded", plan.len())
+            format!(
+                "rebalancing: {} moves planned, {recorded} recorded",
+                plan.len()
+            )
         };
         if !req.wait || targets.is_empty() {
             return Ok(Response::new(Self::once(pb::Progress {

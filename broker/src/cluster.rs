@@ -147,10 +147,7 @@ impl Member {
 
     /// The current view (cheap: an Arc clone).
     pub fn view(&self) -> Arc<View> {
-        self.view
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The compare that fences writes of this incarnation.
@@ -166,10 +163,7 @@ impl Member {
         let controller = self.meta.get_controller().await?;
         let view = Arc::new(View {
             brokers: brokers.into_iter().map(|(b, _)| (b.id, b)).collect(),
-            owners: owners
-                .into_iter()
-                .map(|(o, _)| (o.stream_id, o))
-                .collect(),
+            owners: owners.into_iter().map(|(o, _)| (o.stream_id, o)).collect(),
             controller: controller.map(|(c, _)| c.broker_id),
             drains,
         });

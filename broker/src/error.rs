@@ -53,7 +53,12 @@ impl From<cirrus_controller::MetaError> for BrokerError {
     fn from(e: cirrus_controller::MetaError) -> Self {
         use cirrus_controller::MetaError as M;
         match e {
-            M::AlreadyExists { .. } => BrokerError::TopicAlreadyExists,
+            M::AlreadyExists {
+                kind: cirrus_controller::Entity::Topic,
+                ..
+            } => BrokerError::TopicAlreadyExists,
+            // This incarnation's session is gone: another broker may own the partition.
+            M::LeaseExpired | M::Fenced { .. } => BrokerError::NotLeaderOrFollower,
             M::NotFound { .. } => BrokerError::UnknownTopicOrPartition,
             M::InvalidTopicName { .. } => BrokerError::InvalidTopic(e.to_string()),
             M::InvalidPartitions { .. } => BrokerError::InvalidPartitions(e.to_string()),

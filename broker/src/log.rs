@@ -16,7 +16,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use cirrus_controller::{Compare, MetaError, Metadata, ObjectRecord, RunRecord, Session, TopicRecord, WriterIndex};
+use cirrus_controller::{
+    Compare, MetaError, Metadata, ObjectRecord, RunRecord, Session, TopicRecord, WriterIndex,
+};
 use cirrus_storage::ObjectStorage;
 use cirrus_wal::{Lsn, Wal, WalRecord};
 use tokio::sync::{mpsc, watch};
@@ -271,7 +273,11 @@ impl LogManager {
                         "overlapping committed runs in the index; keeping the first");
                     continue;
                 }
-                if fresh.epochs.last().is_none_or(|(e, _)| *e != run.leader_epoch) {
+                if fresh
+                    .epochs
+                    .last()
+                    .is_none_or(|(e, _)| *e != run.leader_epoch)
+                {
                     fresh.epochs.push((run.leader_epoch, run.first_offset));
                 }
                 fresh.add_run(RunLocation {

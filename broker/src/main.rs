@@ -12,7 +12,13 @@ use clap::Parser;
 /// ./cirrus-data. Every setting is also a CIRRUS_* environment variable and a key of the
 /// --config TOML file; flags win over variables, variables over the file.
 #[derive(Parser, Debug)]
-#[command(name = "cirrus", version, about, long_about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "cirrus",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     /// TOML file with settings (keys as the flags, in snake_case).
     #[arg(long, env = "CIRRUS_CONFIG")]
@@ -45,11 +51,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Controller { config, settings }) => (config, *settings, true),
         None => (cli.config, cli.settings, false),
     };
-    let file = match config
-        .as_deref()
-        .map(SettingsArgs::from_file)
-        .transpose()
-    {
+    let file = match config.as_deref().map(SettingsArgs::from_file).transpose() {
         Ok(f) => f.unwrap_or_default(),
         Err(e) => {
             eprintln!("error: {e}");

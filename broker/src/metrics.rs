@@ -163,8 +163,12 @@ impl Metrics {
             "Partitions taken over (in) and handed over (out) by this broker",
             moves.clone(),
         );
-        let moves_in = moves.get_or_create(&DirectionLabel { direction: "in" }).clone();
-        let moves_out = moves.get_or_create(&DirectionLabel { direction: "out" }).clone();
+        let moves_in = moves
+            .get_or_create(&DirectionLabel { direction: "in" })
+            .clone();
+        let moves_out = moves
+            .get_or_create(&DirectionLabel { direction: "out" })
+            .clone();
         let partitions_owned = Gauge::default();
         registry.register(
             "partitions_owned",

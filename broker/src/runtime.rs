@@ -20,10 +20,10 @@ use cirrus_wal::{Wal, WalOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::cluster::Member;
 use crate::config::Settings;
 use crate::handlers::Ctx;
 use crate::http::Health;
-use crate::cluster::Member;
 use crate::log::{ClusterLink, LogManager, Ownership};
 use crate::metrics::{Metrics, StateCollector};
 
@@ -69,8 +69,18 @@ async fn join(settings: &Settings) -> anyhow::Result<Membership> {
         let meta_path = settings.data_dir.join("meta.redb");
         let store = EmbeddedMetaStore::open(&meta_path)
             .with_context(|| format!("cannot open metadata store {}", meta_path.display()))?;
+        let meta = Metadata::new(Arc::new(store), META_ROOT);
+        // Stores written before the per-writer index keep their objects under the old
+        // keys; move them to this node's namespace (idempotent, resumable).
+        let migrated = meta.migrate_legacy_index(settings.node_id).await?;
+        if migrated > 0 {
+            tracing::info!(
+                migrated,
+                "moved object records of an older layout into this node's index"
+            );
+        }
         return Ok(Membership {
-            meta: Metadata::new(Arc::new(store), META_ROOT),
+            meta,
             cluster: None,
             fenced: None,
         });
@@ -92,8 +102,7 @@ async fn join(settings: &Settings) -> anyhow::Result<Membership> {
         .context("cannot open a session (lease) in etcd")?;
     let incarnation = uuid::Uuid::new_v4().to_string();
     let record = crate::cluster::broker_record(settings, &incarnation, &admin_addr.to_string());
-    let version =
-        crate::cluster::register(&meta, &record, &session, settings.session_ttl).await?;
+    let version = crate::cluster::register(&meta, &record, &session, settings.session_ttl).await?;
     let (fenced_tx, fenced_rx) = watch::channel(false);
     let link = ClusterLink {
         session: session.clone(),

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::store::{LeaseId, lease_ttl_secs};
+use crate::store::{LeaseId, deadline_after, lease_ttl_secs};
 
 #[derive(Debug, Clone, Copy)]
 struct Lease {
@@ -49,7 +49,7 @@ impl LeaseBook {
             id,
             Lease {
                 ttl,
-                deadline: now + ttl,
+                deadline: deadline_after(now, ttl),
             },
         );
         id
@@ -64,7 +64,7 @@ impl LeaseBook {
     pub(crate) fn keep_alive(&mut self, lease: LeaseId, now: Instant) -> bool {
         match self.leases.get_mut(&lease) {
             Some(l) if now < l.deadline => {
-                l.deadline = now + l.ttl;
+                l.deadline = deadline_after(now, l.ttl);
                 true
             }
             _ => false,
@@ -104,6 +104,15 @@ mod tests {
         let id2 = book.grant(Duration::from_millis(1500), now);
         assert!(book.is_live(id2, now + Duration::from_millis(1999)));
         assert_eq!(book.expired(now + Duration::from_secs(2)), vec![id, id2]);
+    }
+
+    #[test]
+    fn huge_ttls_do_not_overflow() {
+        let mut book = LeaseBook::default();
+        let now = Instant::now();
+        let id = book.grant(Duration::MAX, now);
+        assert!(book.is_live(id, now + Duration::from_secs(3600)));
+        assert!(book.keep_alive(id, now));
     }
 
     #[test]

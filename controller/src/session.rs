@@ -37,6 +37,9 @@ use crate::store::{LeaseId, MetaStore};
 /// Bound on the revoke in [`Session::close`].
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Bound on the lease grant in [`Session::start`].
+const GRANT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// State shared by the session handles and the keep-alive task.
 #[derive(Debug)]
 struct Shared {
@@ -69,7 +72,7 @@ impl Shared {
 
     /// The instant after which the lease is no longer certainly alive.
     fn valid_until(&self) -> Instant {
-        self.last_ok() + self.ttl.saturating_sub(self.ttl / 10)
+        crate::store::deadline_after(self.last_ok(), self.ttl.saturating_sub(self.ttl / 10))
     }
 
     fn mark_lost(&self, why: &str) {
@@ -110,18 +113,17 @@ pub struct Session {
 
 impl Session {
     /// Grants a lease of `ttl` and keeps it alive every `ttl/4` on a background task
-    /// (each call with a timeout of `ttl/4`). The grant itself is bounded by
-    /// `max(ttl, 5 s)`. Must be called within a tokio runtime.
+    /// (each call with a timeout of `ttl/4`). The grant itself is bounded by 10 s.
+    /// Must be called within a tokio runtime.
     pub async fn start(store: Arc<dyn MetaStore>, ttl: Duration) -> Result<Session, MetaError> {
         let ttl = Duration::from_secs(crate::store::lease_ttl_secs(ttl));
         let sent = Instant::now();
-        let grant_timeout = ttl.max(CLOSE_TIMEOUT);
-        let lease = match tokio::time::timeout(grant_timeout, store.lease_grant(ttl)).await {
+        let lease = match tokio::time::timeout(GRANT_TIMEOUT, store.lease_grant(ttl)).await {
             Ok(result) => result?,
             Err(_) => {
                 return Err(MetaError::Backend {
                     context: "granting a session lease".into(),
-                    source: format!("the metadata store did not answer within {grant_timeout:?}")
+                    source: format!("the metadata store did not answer within {GRANT_TIMEOUT:?}")
                         .into(),
                 });
             }

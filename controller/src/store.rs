@@ -280,10 +280,21 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     async fn lease_revoke(&self, lease: LeaseId) -> Result<(), MetaError>;
 }
 
-/// A lease TTL in whole seconds as every store grants it: rounded up, at least 1 s.
+/// Longest lease TTL any store grants: etcd's maximum (9,000,000,000 s).
+pub const MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
+
+/// A lease TTL in whole seconds as every store grants it: rounded up, at least 1 s,
+/// at most [`MAX_LEASE_TTL_SECS`].
 pub fn lease_ttl_secs(ttl: Duration) -> u64 {
     let secs = ttl
         .as_secs()
         .saturating_add(u64::from(ttl.subsec_nanos() > 0));
-    secs.max(1)
+    secs.clamp(1, MAX_LEASE_TTL_SECS)
+}
+
+/// `now + ttl`, or the latest instant this platform can represent near it.
+pub(crate) fn deadline_after(now: std::time::Instant, ttl: Duration) -> std::time::Instant {
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(Duration::from_secs(u64::from(u32::MAX))))
+        .unwrap_or(now)
 }

@@ -71,7 +71,14 @@ fn check_invariants(wal: &Wal, model: &Model, dir: &Path) -> Result<(), TestCase
     prop_assert_eq!(st.last_lsn, Lsn(model.last()));
     prop_assert_eq!(st.trimmed_through, Lsn(model.trimmed));
     prop_assert_eq!(st.outstanding_bytes, model.outstanding());
-    let files = segment_files(dir);
+    // Dead segments are unlinked by the reaper thread, after `trim` returns: give it a
+    // moment before comparing the directory with the stats.
+    let mut files = segment_files(dir);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while files.len() != st.segments && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        files = segment_files(dir);
+    }
     prop_assert_eq!(st.segments, files.len());
     let firsts: Vec<u64> = files
         .iter()
