@@ -98,6 +98,8 @@ pub enum AdminCommand {
         #[arg(long, default_value = "300s", value_parser = parse_timeout)]
         timeout: Duration,
     },
+    /// Show the autoscaling recommendation (brokers needed) and the load behind it.
+    Autoscale,
 }
 
 /// `cirrus admin topics ...`.
@@ -447,7 +449,42 @@ pub async fn execute(
             .await?;
             render_outcome(&op, wait, last.as_ref())
         }
+        AdminCommand::Autoscale => {
+            let answer = unary(
+                "read the autoscaling recommendation",
+                |r| client.get_autoscale(r),
+                pb::GetAutoscaleRequest {},
+            )
+            .await?;
+            Ok(render_autoscale(&answer))
+        }
     }
+}
+
+/// `cirrus admin autoscale`: the recommendation first, then what it is based on.
+fn render_autoscale(a: &pb::GetAutoscaleResponse) -> String {
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    format!(
+        "recommended brokers: {} (now {} live; limited by {})\n\
+         measured over {} brokers: in {:.2} MiB/s, out {:.2} MiB/s, cpu {:.2} cores\n\
+         brokers needed by: in {:.2}, out {:.2}, cpu {:.2}\n\
+         per-broker targets: in {:.1} MiB/s, out {:.1} MiB/s, cpu {:.2} cores; bounds {}..={}\n",
+        a.recommended_brokers,
+        a.current_brokers,
+        a.limited_by,
+        a.measured_brokers,
+        mib(a.bytes_in_per_sec),
+        mib(a.bytes_out_per_sec),
+        a.cpu_cores_used,
+        a.need_by_bytes_in,
+        a.need_by_bytes_out,
+        a.need_by_cpu,
+        mib(a.target_bytes_in_per_sec),
+        mib(a.target_bytes_out_per_sec),
+        a.target_cpu_cores,
+        a.min_brokers,
+        a.max_brokers,
+    )
 }
 
 /// One unary call with the [`CALL_TIMEOUT`] deadline (sent to the server and enforced here).
@@ -928,6 +965,7 @@ mod tests {
     #[test]
     fn parses_every_command() {
         assert_eq!(command(&["cluster"]), AdminCommand::Cluster);
+        assert_eq!(command(&["autoscale"]), AdminCommand::Autoscale);
         assert_eq!(
             command(&["topics", "list"]),
             AdminCommand::Topics(TopicsCommand::List)
@@ -1480,6 +1518,25 @@ PARTITION  STREAM ID  OWNER  EPOCH  MOVING TO  ONLINE  LOG START  HIGH WATERMARK
             ) -> Result<Response<pb::UndrainBrokerResponse>, Status> {
                 Ok(Response::new(pb::UndrainBrokerResponse {}))
             }
+            async fn get_autoscale(
+                &self,
+                _: Request<pb::GetAutoscaleRequest>,
+            ) -> Result<Response<pb::GetAutoscaleResponse>, Status> {
+                Ok(Response::new(pb::GetAutoscaleResponse {
+                    recommended_brokers: 4,
+                    current_brokers: 3,
+                    limited_by: "bytes_in".into(),
+                    bytes_in_per_sec: 3.5 * 1024.0 * 1024.0,
+                    need_by_bytes_in: 3.5,
+                    target_bytes_in_per_sec: 1024.0 * 1024.0,
+                    target_bytes_out_per_sec: 2.0 * 1024.0 * 1024.0,
+                    target_cpu_cores: 1.5,
+                    min_brokers: 1,
+                    max_brokers: 64,
+                    measured_brokers: 3,
+                    ..Default::default()
+                }))
+            }
             type RebalanceStream = ProgressStream;
             async fn rebalance(
                 &self,
@@ -1523,6 +1580,13 @@ PARTITION  STREAM ID  OWNER  EPOCH  MOVING TO  ONLINE  LOG START  HIGH WATERMARK
             lines.push(progress);
             result
         };
+
+        let autoscale = exec(AdminCommand::Autoscale).await.unwrap();
+        assert!(
+            autoscale.starts_with("recommended brokers: 4 (now 3 live; limited by bytes_in)\n"),
+            "{autoscale}"
+        );
+        assert!(autoscale.contains("in 3.50 MiB/s"), "{autoscale}");
 
         let cluster = exec(AdminCommand::Cluster).await.unwrap();
         assert_eq!(cluster, render_cluster(&sample_cluster()));

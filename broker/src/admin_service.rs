@@ -554,4 +554,29 @@ impl Admin for AdminService {
         }
         Ok(Response::new(self.wait_for_moves(targets, message)))
     }
+
+    async fn get_autoscale(
+        &self,
+        _request: Request<pb::GetAutoscaleRequest>,
+    ) -> Result<Response<pb::GetAutoscaleResponse>, Status> {
+        let live = self.member.view().brokers.len() as u32;
+        let r = crate::load::current(&self.member.autoscale, &self.member.autoscale_targets, live);
+        Ok(Response::new(pb::GetAutoscaleResponse {
+            recommended_brokers: r.recommended_brokers,
+            current_brokers: r.current_brokers,
+            limited_by: r.limited_by,
+            bytes_in_per_sec: r.bytes_in_per_sec,
+            bytes_out_per_sec: r.bytes_out_per_sec,
+            cpu_cores_used: r.cpu_cores_used,
+            need_by_bytes_in: r.need_by_bytes_in,
+            need_by_bytes_out: r.need_by_bytes_out,
+            need_by_cpu: r.need_by_cpu,
+            target_bytes_in_per_sec: r.targets.bytes_in_per_sec,
+            target_bytes_out_per_sec: r.targets.bytes_out_per_sec,
+            target_cpu_cores: r.targets.cpu_cores,
+            min_brokers: r.targets.min_brokers,
+            max_brokers: r.targets.max_brokers,
+            measured_brokers: r.measured_brokers,
+        }))
+    }
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use cirrus_controller::{
-    BrokerLoad, BrokerRecord, Compare, MetaError, Metadata, OwnerChange, OwnerRecord, Session,
+    BrokerRecord, Compare, MetaError, Metadata, OwnerChange, OwnerRecord, Session,
 };
 use tokio::sync::watch;
 
@@ -71,6 +71,9 @@ pub struct Member {
     view: RwLock<Arc<View>>,
     /// Shared with the controller loop: true while this broker is the controller.
     pub is_controller: Arc<std::sync::atomic::AtomicBool>,
+    /// The latest autoscaling recommendation (from every broker's published load).
+    pub autoscale: crate::load::AutoscaleSlot,
+    pub autoscale_targets: cirrus_controller::AutoscaleTargets,
 }
 
 /// The registration of this broker: its advertised address, under the session lease.
@@ -126,6 +129,7 @@ pub async fn register(
 }
 
 impl Member {
+    #[allow(clippy::too_many_arguments)] // plain wiring, one call site (runtime)
     pub fn new(
         id: i32,
         meta: Metadata,
@@ -133,6 +137,8 @@ impl Member {
         registration_version: u64,
         incarnation: String,
         is_controller: Arc<std::sync::atomic::AtomicBool>,
+        autoscale: crate::load::AutoscaleSlot,
+        autoscale_targets: cirrus_controller::AutoscaleTargets,
     ) -> Self {
         Member {
             id,
@@ -142,6 +148,8 @@ impl Member {
             incarnation,
             view: RwLock::new(Arc::new(View::default())),
             is_controller,
+            autoscale,
+            autoscale_targets,
         }
     }
 
@@ -182,7 +190,7 @@ impl Member {
     ) {
         let mut last_changes = u64::MAX;
         let mut last_full = Instant::now();
-        let mut load = LoadMeter::new(&logs);
+        let mut load = crate::load::LoadMeter::new(&logs);
         let mut last_load = Instant::now() - LOAD_INTERVAL;
         loop {
             tokio::select! {
@@ -244,6 +252,18 @@ impl Member {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::debug!(error = %e, "publishing load failed"),
                     Err(_) => tracing::debug!("publishing load timed out"),
+                }
+                match tokio::time::timeout(META_TIMEOUT, self.meta.list_loads()).await {
+                    Ok(Ok(loads)) => {
+                        let live = self.view().brokers.len() as u32;
+                        let rec = cirrus_controller::recommend(&loads, live, &self.autoscale_targets);
+                        logs.metrics
+                            .autoscale_recommended_brokers
+                            .set(i64::from(rec.recommended_brokers));
+                        *self.autoscale.write().unwrap_or_else(|p| p.into_inner()) = Some(rec);
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "reading loads failed"),
+                    Err(_) => tracing::debug!("reading loads timed out"),
                 }
             }
         }
@@ -415,58 +435,4 @@ impl Member {
             Err(_) => tracing::warn!("controlled shutdown: handover timed out"),
         }
     }
-}
-
-/// Measures this broker's bytes in/out per second and CPU between two calls.
-#[derive(Debug)]
-struct LoadMeter {
-    at: Instant,
-    bytes_in: u64,
-    bytes_out: u64,
-    cpu_ticks: u64,
-}
-
-impl LoadMeter {
-    fn new(logs: &LogManager) -> Self {
-        LoadMeter {
-            at: Instant::now(),
-            bytes_in: logs.metrics.total_in.get(),
-            bytes_out: logs.metrics.total_out.get(),
-            cpu_ticks: process_cpu_ticks().unwrap_or(0),
-        }
-    }
-
-    fn measure(&mut self, id: i32, logs: &LogManager) -> BrokerLoad {
-        let now = Instant::now();
-        let secs = now.duration_since(self.at).as_secs_f64().max(0.001);
-        let (bytes_in, bytes_out) = (logs.metrics.total_in.get(), logs.metrics.total_out.get());
-        let cpu_ticks = process_cpu_ticks().unwrap_or(self.cpu_ticks);
-        let load = BrokerLoad {
-            id,
-            bytes_in_per_sec: bytes_in.saturating_sub(self.bytes_in) as f64 / secs,
-            bytes_out_per_sec: bytes_out.saturating_sub(self.bytes_out) as f64 / secs,
-            partitions: u32::try_from(logs.metrics.partitions_owned.get()).unwrap_or(0),
-            // USER_HZ is 100 on every Linux we run on.
-            cpu_cores_used: cpu_ticks.saturating_sub(self.cpu_ticks) as f64 / 100.0 / secs,
-            measured_ms: now_ms(),
-        };
-        *self = LoadMeter {
-            at: now,
-            bytes_in,
-            bytes_out,
-            cpu_ticks,
-        };
-        load
-    }
-}
-
-/// utime + stime of this process in clock ticks, from /proc/self/stat.
-fn process_cpu_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
 }

@@ -187,6 +187,21 @@ pub struct SettingsArgs {
     /// Move partitions onto brokers that join, and even out partition counts. [default: true]
     #[arg(long, env = "CIRRUS_AUTO_REBALANCE")]
     pub auto_rebalance: Option<bool>,
+    /// Autoscaling: produce bytes per second one broker should take. [default: 64MiB]
+    #[arg(long, env = "CIRRUS_AUTOSCALE_TARGET_BYTES_IN")]
+    pub autoscale_target_bytes_in: Option<ByteSize>,
+    /// Autoscaling: fetch bytes per second one broker should serve. [default: 128MiB]
+    #[arg(long, env = "CIRRUS_AUTOSCALE_TARGET_BYTES_OUT")]
+    pub autoscale_target_bytes_out: Option<ByteSize>,
+    /// Autoscaling: CPU cores one broker should use. [default: 1.5]
+    #[arg(long, env = "CIRRUS_AUTOSCALE_TARGET_CPU")]
+    pub autoscale_target_cpu: Option<f64>,
+    /// Autoscaling: fewest brokers ever recommended. [default: 1]
+    #[arg(long, env = "CIRRUS_AUTOSCALE_MIN_BROKERS")]
+    pub autoscale_min_brokers: Option<u32>,
+    /// Autoscaling: most brokers ever recommended. [default: 64]
+    #[arg(long, env = "CIRRUS_AUTOSCALE_MAX_BROKERS")]
+    pub autoscale_max_brokers: Option<u32>,
     /// Produce waits (backpressure) when the WAL holds this many bytes not yet in the bucket. [default: 1GiB]
     #[arg(long, env = "CIRRUS_WAL_MAX_BYTES")]
     pub wal_max_bytes: Option<ByteSize>,
@@ -238,6 +253,7 @@ pub struct Settings {
     pub session_ttl: Duration,
     pub unclean_failover: bool,
     pub auto_rebalance: bool,
+    pub autoscale: cirrus_controller::AutoscaleTargets,
     pub wal_max_bytes: u64,
     pub tail_cache_bytes: u64,
     pub read_cache_bytes: u64,
@@ -308,6 +324,11 @@ impl SettingsArgs {
             session_ttl,
             unclean_failover,
             auto_rebalance,
+            autoscale_target_bytes_in,
+            autoscale_target_bytes_out,
+            autoscale_target_cpu,
+            autoscale_min_brokers,
+            autoscale_max_brokers,
             wal_max_bytes,
             tail_cache_bytes,
             read_cache_bytes,
@@ -431,6 +452,34 @@ impl SettingsArgs {
                 format!("{session_ttl:?} is outside 2s..300s"),
             ));
         }
+        let autoscale = cirrus_controller::AutoscaleTargets {
+            bytes_in_per_sec: self.autoscale_target_bytes_in.map_or(64 << 20, |b| b.0) as f64,
+            bytes_out_per_sec: self.autoscale_target_bytes_out.map_or(128 << 20, |b| b.0) as f64,
+            cpu_cores: self.autoscale_target_cpu.unwrap_or(1.5),
+            min_brokers: self.autoscale_min_brokers.unwrap_or(1),
+            max_brokers: self.autoscale_max_brokers.unwrap_or(64),
+        };
+        if autoscale.bytes_in_per_sec < 1.0 || autoscale.bytes_out_per_sec < 1.0 {
+            return Err(invalid(
+                "autoscale_target_bytes_in",
+                "autoscale byte targets must be at least 1 byte per second",
+            ));
+        }
+        if !(autoscale.cpu_cores.is_finite() && autoscale.cpu_cores > 0.0) {
+            return Err(invalid(
+                "autoscale_target_cpu",
+                format!("{} is not a positive number of cores", autoscale.cpu_cores),
+            ));
+        }
+        if autoscale.min_brokers == 0 || autoscale.max_brokers < autoscale.min_brokers {
+            return Err(invalid(
+                "autoscale_min_brokers",
+                format!(
+                    "need 1 <= min ({}) <= max ({})",
+                    autoscale.min_brokers, autoscale.max_brokers
+                ),
+            ));
+        }
         let log_json = match self.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
@@ -480,6 +529,7 @@ impl SettingsArgs {
             session_ttl,
             unclean_failover: self.unclean_failover.unwrap_or(false),
             auto_rebalance: self.auto_rebalance.unwrap_or(true),
+            autoscale,
             wal_max_bytes,
             tail_cache_bytes: self.tail_cache_bytes.map_or(256 << 20, |b| b.0),
             read_cache_bytes: self.read_cache_bytes.map_or(256 << 20, |b| b.0),

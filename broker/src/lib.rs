@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod load;
 pub mod log;
 pub mod metrics;
 pub mod partition;

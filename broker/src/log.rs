@@ -828,7 +828,10 @@ impl LogManager {
             return Err(BrokerError::ShuttingDown);
         }
         if ticket.has_duplicates || ticket.durability == Durability::Object {
-            self.wait_visible(partition, end).await?;
+            // New data of durability=object is committed by now: if the partition was
+            // handed over meanwhile, the new owner serves it, so it is acknowledged.
+            let committed = ticket.durability == Durability::Object && !ticket.has_duplicates;
+            self.wait_visible(partition, end, committed).await?;
         }
         Ok(AppendResult {
             base_offset: ticket.first_base.unwrap_or(-1),
@@ -836,12 +839,27 @@ impl LogManager {
         })
     }
 
-    /// Waits until the partition's high watermark reaches `end`.
-    async fn wait_visible(&self, partition: &Partition, end: i64) -> Result<()> {
+    /// Waits until the partition's high watermark reaches `end`. If this broker stops
+    /// serving the partition meanwhile, that is success when the data is known to be
+    /// `committed` (the new owner serves it) and NOT_LEADER_OR_FOLLOWER otherwise.
+    async fn wait_visible(&self, partition: &Partition, end: i64, committed: bool) -> Result<()> {
         let mut rx = self.subscribe_data();
         loop {
-            if partition.lock().high_watermark >= end {
-                return Ok(());
+            {
+                let st = partition.lock();
+                if st.deleted {
+                    return Err(BrokerError::UnknownTopicOrPartition);
+                }
+                if !st.owned {
+                    return if committed {
+                        Ok(())
+                    } else {
+                        Err(BrokerError::NotLeaderOrFollower)
+                    };
+                }
+                if st.high_watermark >= end {
+                    return Ok(());
+                }
             }
             if rx.changed().await.is_err() {
                 return Err(BrokerError::ShuttingDown);

@@ -62,6 +62,7 @@ pub struct Metrics {
     pub partitions_owned: Gauge,
     pub is_controller: Gauge,
     pub offline_partitions: Gauge,
+    pub autoscale_recommended_brokers: Gauge,
     /// Bytes produced and fetched over all topics (not exported; see TopicCounters).
     pub total_in: Counter,
     pub total_out: Counter,
@@ -187,7 +188,14 @@ impl Metrics {
             "Partitions whose owner is not live (reported by the controller)",
             offline_partitions.clone(),
         );
+        let autoscale_recommended_brokers = Gauge::default();
+        registry.register(
+            "autoscale_recommended_brokers",
+            "Brokers the measured load needs against the per-broker targets (GET /v1/autoscale explains)",
+            autoscale_recommended_brokers.clone(),
+        );
         Metrics {
+            autoscale_recommended_brokers,
             total_in: Counter::default(),
             total_out: Counter::default(),
             fenced,

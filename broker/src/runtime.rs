@@ -196,6 +196,8 @@ impl Broker {
         )
         .await?;
         let (stop_cluster, stop_cluster_rx) = watch::channel(false);
+        let autoscale: crate::load::AutoscaleSlot = Default::default();
+        let mut serving_extra = Vec::new();
         let member = match cluster {
             None => None,
             Some((session, version, incarnation, admin, link)) => {
@@ -207,6 +209,8 @@ impl Broker {
                     version,
                     incarnation.clone(),
                     is_controller.clone(),
+                    autoscale.clone(),
+                    settings.autoscale,
                 ));
                 member.refresh_view().await?;
                 let controller = cirrus_controller::ControllerConfig {
@@ -261,16 +265,29 @@ impl Broker {
         let health = Arc::new(Health {
             ready: Default::default(),
             metrics,
+            autoscale: autoscale.clone(),
+            autoscale_targets: settings.autoscale,
+            member: member.as_ref().map(|m| m.0.clone()),
         });
+        if member.is_none() {
+            // A cluster member computes the recommendation in its membership loop.
+            serving_extra.push(tokio::spawn(crate::load::run_single_node(
+                logs.clone(),
+                autoscale.clone(),
+                settings.autoscale,
+                pipeline_rx.clone(),
+            )));
+        }
         let ctx = Arc::new(Ctx {
             settings: settings.clone(),
             logs: logs.clone(),
             member: member.as_ref().map(|m| m.0.clone()),
         });
-        let serving = vec![
+        let mut serving = vec![
             tokio::spawn(crate::server::serve(kafka, ctx, serving_rx.clone())),
             tokio::spawn(crate::http::serve(http, health.clone(), pipeline_rx)),
         ];
+        serving.append(&mut serving_extra);
         health.ready.store(true, Ordering::Release);
         tracing::info!(%kafka_addr, %http_addr, data_dir = %settings.data_dir.display(),
             object_store = %settings.object_store, "cirrus is serving");

@@ -20,8 +20,9 @@
 //!
 //! # Bound on the live metadata
 //!
-//! Nothing in the store grows with time or traffic, only with the cluster's shape. With
-//! `R` the root prefix length (`/cirrus/` = 8), `|x|` the JSON-escaped length of a
+//! Nothing in the store grows with time or traffic, only with the cluster's shape
+//! (consumer-group state, which grows with the number of groups, is bounded separately
+//! in [`crate::groups`] and not included below). With `R` the root prefix length (`/cirrus/` = 8), `|x|` the JSON-escaped length of a
 //! string, `P` partitions, `B` live brokers, `D` drains, `W` index writers and `O_w`
 //! objects of writer `w` since its last checkpoint (< 256 plus cleanup leftovers), the
 //! total size of all keys and values under the root is at most

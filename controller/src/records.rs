@@ -22,12 +22,23 @@
 //! | `owners/{stream_id:020}` | [`OwnerRecord`]: `{"v":1,"stream_id":…,"topic":…,"partition":…,"broker":…,"epoch":…}` plus `"moving_to":B` while a move is pending |
 //! | `drains/{id:010}` | [`DrainRecord`]: `{"v":1,"broker":…,"requested_ms":…}` |
 //! | `changes` | [`ChangesRecord`]: `{"v":1,"ms":…}`, put in every transaction that changes `topics/*` or `owners/*` |
+//! | `groups/{group}` | [`GroupRecord`]: `{"v":1,"protocol_type":…,"generation":…,"protocol":…\|null,"leader":…\|null,"static_members":{"<instance id>":"<member id>",…},"updated_ms":…}` |
+//! | `offsets/{group}/{topic}` | [`OffsetsRecord`]: `{"v":1,"partitions":{"<partition>":{"offset":…,"leader_epoch":…,"metadata":…\|null,"commit_ms":…},…}}` |
 //!
 //! `{seq:020}` and `{stream_id:020}` are zero-padded to 20 digits and broker ids
 //! (`{id:010}`, `{writer:010}`, i32 ≥ 0) to 10, so key order is numeric order. The
 //! object index is per writer: broker `writer` (its broker id; 0 on a single node)
 //! alone appends `objects/{writer}/…` and moves `index/{writer}`. Topic configs are a
 //! JSON object with keys sorted (a `BTreeMap`).
+//!
+//! `{group}` is the Kafka group id escaped by [`escape_group_name`]: `/`, `%` and
+//! control characters are percent-encoded (`%2F`, `%25`, `%0A`, … one `%XX` per UTF-8
+//! byte, upper-case hex), everything else (any other Unicode) is kept. So an escaped
+//! name never contains `/`, `offsets/{group}/` is a prefix of that group's keys only,
+//! and escaping is injective (the literal name `a%2Fb` is stored as `a%252Fb`).
+//! `{topic}` is a valid Kafka topic name (`[a-zA-Z0-9._-]`), safe as it is. In
+//! [`OffsetsRecord`] the partition indices are JSON object keys (decimal strings),
+//! ordered numerically.
 
 use std::collections::BTreeMap;
 
@@ -66,6 +77,10 @@ pub const OWNERS_PREFIX: &str = "owners/";
 pub const DRAINS_PREFIX: &str = "drains/";
 /// Relative key bumped by every transaction that changes topics or owners.
 pub const CHANGES_KEY: &str = "changes";
+/// Relative prefix of consumer group records.
+pub const GROUPS_PREFIX: &str = "groups/";
+/// Relative prefix of committed offsets (of every group).
+pub const OFFSETS_PREFIX: &str = "offsets/";
 
 /// Relative key of topic `name`.
 pub fn topic_key(name: &str) -> String {
@@ -106,6 +121,75 @@ pub fn owner_key(stream_id: u64) -> String {
 /// Relative key of broker `id`'s drain request: `drains/{id:010}`.
 pub fn drain_key(id: i32) -> String {
     format!("{DRAINS_PREFIX}{id:010}")
+}
+
+/// Whether `c` is percent-encoded in a group name key segment.
+fn group_char_escaped(c: char) -> bool {
+    c == '/' || c == '%' || c.is_control()
+}
+
+/// Escapes a Kafka group id for use as one key segment: every byte of the UTF-8
+/// encoding of `/`, `%` and control characters (Unicode `Cc`) becomes `%XX`
+/// (upper-case hex); every other character is kept. Injective, and the result never
+/// contains `/`. The inverse is [`unescape_group_name`].
+pub fn escape_group_name(group: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(group.len());
+    for c in group.chars() {
+        if group_char_escaped(c) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "%{b:02X}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The group id of an escaped key segment, or `None` if `segment` is not exactly what
+/// [`escape_group_name`] produces for some name (bad `%XX`, lower-case hex, an
+/// unnecessary escape, an unescaped `/` or control character, or invalid UTF-8).
+pub fn unescape_group_name(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |b: u8| match b {
+                b'0'..=b'9' => Some(b - b'0'),
+                b'A'..=b'F' => Some(b - b'A' + 10),
+                _ => None,
+            };
+            let hi = hex(*bytes.get(i + 1)?)?;
+            let lo = hex(*bytes.get(i + 2)?)?;
+            out.push((hi << 4) | lo);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let name = String::from_utf8(out).ok()?;
+    (escape_group_name(&name) == segment).then_some(name)
+}
+
+/// Relative key of group `group`'s record: `groups/{escaped group}`.
+pub fn group_key(group: &str) -> String {
+    format!("{GROUPS_PREFIX}{}", escape_group_name(group))
+}
+
+/// Relative prefix of group `group`'s committed offsets: `offsets/{escaped group}/`.
+pub fn group_offsets_prefix(group: &str) -> String {
+    format!("{OFFSETS_PREFIX}{}/", escape_group_name(group))
+}
+
+/// Relative key of group `group`'s committed offsets of `topic`:
+/// `offsets/{escaped group}/{topic}`. `topic` must be a valid topic name.
+pub fn offsets_key(group: &str, topic: &str) -> String {
+    format!("{}{topic}", group_offsets_prefix(group))
 }
 
 /// Parses a 10-digit broker id key segment (the inverse of `{id:010}` for ids ≥ 0).
@@ -315,6 +399,82 @@ pub struct DrainRecord {
 pub struct ChangesRecord {
     /// Time of the change, milliseconds since the Unix epoch.
     pub ms: i64,
+}
+
+/// A consumer group's durable state, written by its coordinator when a rebalance
+/// completes (generation bump). Members, their assignments and session state live only
+/// in the coordinator's memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// The group's protocol type (`"consumer"`, `"connect"`, …; empty if unknown).
+    pub protocol_type: String,
+    /// The generation of the last completed rebalance.
+    pub generation: i32,
+    /// The protocol chosen in that rebalance (e.g. `"range"`), if any.
+    pub protocol: Option<String>,
+    /// Member id of the leader of that rebalance, if any.
+    pub leader: Option<String>,
+    /// Static membership: `group.instance.id` → member id.
+    pub static_members: BTreeMap<String, String>,
+    /// Time of the write, milliseconds since the Unix epoch.
+    pub updated_ms: i64,
+}
+
+/// The committed offsets of one group for one topic (`offsets/{group}/{topic}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetsRecord {
+    /// Partition index (≥ 0) → its committed offset. Never empty in the store (the key is
+    /// deleted instead).
+    #[serde(with = "partition_keys")]
+    pub partitions: BTreeMap<i32, CommittedOffset>,
+}
+
+/// (De)serializes a map keyed by partition index as a JSON object keyed by the decimal
+/// index. serde_json does this for integer keys by itself, but not inside the
+/// `#[serde(flatten)]` envelope every value is decoded through, so the keys are
+/// converted here.
+mod partition_keys {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S, V>(map: &BTreeMap<i32, V>, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        S: Serializer,
+        V: Serialize,
+    {
+        serializer.collect_map(map.iter().map(|(k, v)| (k.to_string(), v)))
+    }
+
+    pub(super) fn deserialize<'de, D, V>(deserializer: D) -> Result<BTreeMap<i32, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: Deserialize<'de>,
+    {
+        BTreeMap::<String, V>::deserialize(deserializer)?
+            .into_iter()
+            .map(|(k, v)| match k.parse::<i32>() {
+                Ok(p) if p.to_string() == k => Ok((p, v)),
+                _ => Err(D::Error::custom(format!(
+                    "partition key {k:?} is not a decimal i32"
+                ))),
+            })
+            .collect()
+    }
+}
+
+/// One committed offset of a partition, as OffsetCommit carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    /// The next offset the group will consume.
+    pub offset: i64,
+    /// Leader epoch of the last consumed record, -1 if unknown.
+    pub leader_epoch: i32,
+    /// Client metadata, `None` if the client sent null.
+    pub metadata: Option<String>,
+    /// Commit time, milliseconds since the Unix epoch.
+    pub commit_ms: i64,
 }
 
 #[derive(Serialize)]

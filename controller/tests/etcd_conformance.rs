@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cirrus_controller::{
-    BrokerRecord, Compare, ControllerRecord, EtcdMetaStore, EtcdOptions, MetaError, MetaStore,
-    Metadata, ObjectRecord, Policy, Session, Txn, conformance, read_view, reconcile,
+    BrokerRecord, CommittedOffset, Compare, ControllerRecord, EtcdMetaStore, EtcdOptions,
+    GroupRecord, MetaError, MetaStore, Metadata, ObjectRecord, Policy, Session, Txn, conformance,
+    read_view, reconcile,
 };
 
 fn endpoints() -> Option<Vec<String>> {
@@ -231,4 +232,121 @@ async fn etcd_owner_changes_are_chunked_and_guarded() {
     assert_eq!(meta.list_owners().await.unwrap().len(), 400);
     store.lease_revoke(lease).await.unwrap();
     assert!(meta.list_brokers().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn etcd_group_offsets_commit_fetch_delete() {
+    let Some(endpoints) = endpoints() else {
+        println!("etcd group offsets test skipped: CIRRUS_TEST_ETCD_ENDPOINTS is not set");
+        return;
+    };
+    let store: Arc<dyn MetaStore> = Arc::new(
+        EtcdMetaStore::connect(&endpoints, EtcdOptions::default())
+            .await
+            .unwrap(),
+    );
+    let meta = Metadata::new(store.clone(), unique_prefix("groups"));
+    let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let record = BrokerRecord {
+        id: 1,
+        host: "127.0.0.1".into(),
+        port: 9092,
+        admin_addr: "127.0.0.1:9095".into(),
+        incarnation: "groups-test".into(),
+        durability: "object".into(),
+        started_ms: 1,
+    };
+    let version = meta.register_broker(&record, lease).await.unwrap();
+    let fence = meta.broker_fence(1, version);
+    let offset = |offset: i64, metadata: Option<&str>| CommittedOffset {
+        offset,
+        leader_epoch: 2,
+        metadata: metadata.map(str::to_owned),
+        commit_ms: 1_700_000_000_000,
+    };
+    let group = "orders/consumers 100% ✓";
+    // 127 topics (the most per call) with the fence: 128 compares, etcd's limit.
+    let commit: BTreeMap<String, BTreeMap<i32, CommittedOffset>> = (0..127)
+        .map(|i| {
+            (
+                format!("topic-{i:03}"),
+                BTreeMap::from([(0, offset(i, None)), (1, offset(i + 1, Some("m")))]),
+            )
+        })
+        .collect();
+    meta.commit_offsets(group, &commit, Some(fence.clone()))
+        .await
+        .unwrap();
+    // Merge: replace one partition, add another.
+    let update = BTreeMap::from([(
+        "topic-000".to_owned(),
+        BTreeMap::from([(1, offset(100, None)), (5, offset(5, Some("")))]),
+    )]);
+    meta.commit_offsets(group, &update, Some(fence.clone()))
+        .await
+        .unwrap();
+    let fetched = meta.fetch_offsets(group).await.unwrap();
+    assert_eq!(fetched.len(), 127);
+    assert_eq!(
+        fetched["topic-000"],
+        BTreeMap::from([
+            (0, offset(0, None)),
+            (1, offset(100, None)),
+            (5, offset(5, Some("")))
+        ])
+    );
+    assert_eq!(fetched["topic-126"], commit["topic-126"]);
+    meta.put_group(
+        group,
+        &GroupRecord {
+            protocol_type: "consumer".into(),
+            generation: 1,
+            protocol: Some("range".into()),
+            leader: Some("m-1".into()),
+            static_members: BTreeMap::new(),
+            updated_ms: 1,
+        },
+        Some(fence.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(meta.list_group_names().await.unwrap(), [group]);
+    meta.delete_offsets(group, "topic-000", &[0, 1, 5], Some(fence.clone()))
+        .await
+        .unwrap();
+    assert_eq!(meta.fetch_offsets(group).await.unwrap().len(), 126);
+    // A lost session fences every group write.
+    store.lease_revoke(lease).await.unwrap();
+    let err = meta
+        .commit_offsets(group, &update, Some(fence.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::Fenced { .. }), "{err}");
+    let err = meta
+        .delete_group(group, Some(fence.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::Fenced { .. }), "{err}");
+    assert_eq!(meta.fetch_offsets(group).await.unwrap().len(), 126);
+    // Deleting the group (record + 126 offsets keys) is one 127-op transaction.
+    meta.delete_group(group, None).await.unwrap();
+    assert!(meta.list_group_names().await.unwrap().is_empty());
+    // A commit just under the model's transaction limit fits etcd's request limit.
+    let half = cirrus_controller::groups::MAX_GROUP_TXN_BYTES / 2 - 2048;
+    let metadata = "x".repeat(half);
+    let near_limit = BTreeMap::from([
+        (
+            "a".to_owned(),
+            BTreeMap::from([(0, offset(1, Some(&metadata)))]),
+        ),
+        (
+            "b".to_owned(),
+            BTreeMap::from([(0, offset(1, Some(&metadata)))]),
+        ),
+    ]);
+    meta.commit_offsets("big", &near_limit, None).await.unwrap();
+    assert_eq!(meta.fetch_offsets("big").await.unwrap(), near_limit);
+    meta.delete_group("big", None).await.unwrap();
+    assert!(store.list(meta.root()).await.unwrap().is_empty());
+    println!("etcd group offsets test passed");
 }

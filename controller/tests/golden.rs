@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use cirrus_controller::records::{self, CounterRecord};
 use cirrus_controller::{
-    BrokerLoad, BrokerRecord, ChangesRecord, CheckpointRecord, ClusterRecord, ControllerRecord,
-    DrainRecord, MetaError, ObjectRecord, OwnerRecord, PartitionRecord, ProducerRecord, RunRecord,
-    TopicRecord,
+    BrokerLoad, BrokerRecord, ChangesRecord, CheckpointRecord, ClusterRecord, CommittedOffset,
+    ControllerRecord, DrainRecord, GroupRecord, MetaError, ObjectRecord, OffsetsRecord,
+    OwnerRecord, PartitionRecord, ProducerRecord, RunRecord, TopicRecord,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -213,6 +213,102 @@ fn changes_record() {
             ms: 1_700_000_001_234,
         },
     );
+}
+
+#[test]
+fn group_record() {
+    golden(
+        "group.json",
+        &GroupRecord {
+            protocol_type: "consumer".into(),
+            generation: 7,
+            protocol: Some("range".into()),
+            leader: Some("consumer-1-6f0c1c1e-4d1f-4a8e-9c53-2b7d1f0e9a11".into()),
+            static_members: BTreeMap::from([
+                (
+                    "instance-b".to_owned(),
+                    "instance-b-0b5e2f6a-7c1d-4e8f-a2b3-c4d5e6f7a8b9".to_owned(),
+                ),
+                (
+                    "instance-a".to_owned(),
+                    "consumer-1-6f0c1c1e-4d1f-4a8e-9c53-2b7d1f0e9a11".to_owned(),
+                ),
+            ]),
+            updated_ms: 1_700_000_002_000,
+        },
+    );
+    // An empty group (no rebalance completed yet, or all members gone).
+    golden(
+        "group_empty.json",
+        &GroupRecord {
+            protocol_type: String::new(),
+            generation: 0,
+            protocol: None,
+            leader: None,
+            static_members: BTreeMap::new(),
+            updated_ms: 1_700_000_002_500,
+        },
+    );
+}
+
+#[test]
+fn offsets_record() {
+    golden(
+        "offsets.json",
+        &OffsetsRecord {
+            partitions: BTreeMap::from([
+                (
+                    10,
+                    CommittedOffset {
+                        offset: 0,
+                        leader_epoch: -1,
+                        metadata: None,
+                        commit_ms: 1_700_000_003_100,
+                    },
+                ),
+                (
+                    2,
+                    CommittedOffset {
+                        offset: 1234,
+                        leader_epoch: 3,
+                        metadata: Some("app=\"billing\"; host=h1\n".into()),
+                        commit_ms: 1_700_000_003_000,
+                    },
+                ),
+                (
+                    0,
+                    CommittedOffset {
+                        offset: 42,
+                        leader_epoch: 3,
+                        metadata: Some(String::new()),
+                        commit_ms: 1_700_000_003_000,
+                    },
+                ),
+            ]),
+        },
+    );
+}
+
+#[test]
+fn group_keys_escape_group_names() {
+    assert_eq!(records::group_key("my-group"), "groups/my-group");
+    assert_eq!(records::group_key("a/b"), "groups/a%2Fb");
+    assert_eq!(records::group_key("100%"), "groups/100%25");
+    assert_eq!(records::group_key("a%2Fb"), "groups/a%252Fb");
+    assert_eq!(records::group_key("tab\there\n"), "groups/tab%09here%0A");
+    assert_eq!(records::group_key("del\u{7f}"), "groups/del%7F");
+    // C1 controls are two UTF-8 bytes, each escaped; other Unicode is kept.
+    assert_eq!(records::group_key("c1\u{85}"), "groups/c1%C2%85");
+    assert_eq!(records::group_key("grüppe 日本"), "groups/grüppe 日本");
+    assert_eq!(records::group_key(""), "groups/");
+    assert_eq!(
+        records::offsets_key("a/b", "orders.v1"),
+        "offsets/a%2Fb/orders.v1"
+    );
+    assert_eq!(records::group_offsets_prefix("a/b"), "offsets/a%2Fb/");
+    assert_eq!(records::group_offsets_prefix(""), "offsets//");
+    // One group's prefix never covers another group's keys.
+    assert!(!records::offsets_key("a/b", "t").starts_with(&records::group_offsets_prefix("a")));
 }
 
 #[test]

@@ -311,6 +311,26 @@ def _delta(before: dict[str, float], after: dict[str, float]) -> str:
             f"{d['gets']} GETs, {d['commits']} object commits")
 
 
+def _etcd_put_seconds(client_url: str, rounds: int = 20) -> float:
+    """Median wall time of one etcd write (a put through etcd's HTTP gateway): the raw
+    limit a metadata-only move is measured against."""
+    import base64
+    import json
+    import statistics
+    import urllib.request
+
+    key = base64.b64encode(b"/bench/put-probe").decode()
+    times = []
+    for i in range(rounds):
+        body = json.dumps({"key": key, "value": base64.b64encode(str(i).encode()).decode()}).encode()
+        req = urllib.request.Request(f"{client_url}/v3/kv/put", data=body, method="POST")
+        t0 = time.monotonic()
+        with urllib.request.urlopen(req, timeout=5) as r:
+            r.read()
+        times.append(time.monotonic() - t0)
+    return statistics.median(times)
+
+
 @pytest.mark.timeout(300)
 def test_move_1_and_1000_partitions_timing(cluster, capsys):
     """Planned moves of 1 and of 1,000 partitions (2 brokers, etcd + SeaweedFS), with the bytes
@@ -343,9 +363,17 @@ def test_move_1_and_1000_partitions_timing(cluster, capsys):
     many_io = _delta(before, _io_counters(c))
     c.wait_leaders(topic, n, lambda m: set(m.values()) == {0}, "all partitions on broker 0", timeout=30)
     settled_s = time.monotonic() - t0
+    put_s = _etcd_put_seconds(c.etcd.client_url)
+    # A move of k partitions needs at least 2 * ceil(k / 126) etcd transactions in sequence:
+    # the request (moving_to) and the handover (new owner, epoch + 1).
+    floor_one, floor_many = 2 * put_s, 2 * -(-999 // 126) * put_s
     with capsys.disabled():
-        print(f"\nBENCH move 1 partition: {one_s:.2f}s wall for `cirrus admin move` (waits for the handover); "
+        print(f"\nBENCH etcd put round trip (raw limit): {put_s * 1000:.2f} ms; floor for 1 move "
+              f"{floor_one * 1000:.1f} ms, for 999 moves {floor_many * 1000:.1f} ms")
+        print(f"BENCH move 1 partition: {one_s:.2f}s wall for `cirrus admin move` (waits for the handover); "
               f"{one_io}")
+        print(f"BENCH ratios: 1 move {one_s / floor_one:.1f}x its etcd floor, 999 moves "
+              f"{drain_s / floor_many:.1f}x")
         print(f"BENCH move 999 partitions (drain): {drain_s:.2f}s wall for `cirrus admin drain`, "
               f"all on broker 0 in Metadata after {settled_s:.2f}s; {many_io}; {len(fleet.acked)} records")
     verify_topic(c.broker(0).bootstrap, topic, n, [fleet], timeout=90, context=c.diagnostics)
@@ -427,4 +455,71 @@ def test_etcd_and_bucket_outages_are_survived(cluster, seaweedfs, durability):
     crashed = [b.broker_id for b in c.brokers if not b.running]
     assert not crashed, f"brokers {crashed} exited during the outages" + c.diagnostics()
     print(f"producers: {fleet.progress()}")
+    verify_topic(c.bootstrap(), TOPIC, PARTS, [fleet], context=c.diagnostics)
+
+
+def _autoscale(broker) -> dict:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(broker.metrics_url + "/v1/autoscale", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def _gauge(broker, name: str) -> float | None:
+    for line in broker.metrics().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def _get_bytes(broker) -> float:
+    return _gauge(broker, 'cirrus_object_store_bytes_total{kind="get"}') or 0.0
+
+
+@pytest.mark.timeout(240)
+def test_autoscale_signal_scale_out_and_in(cluster):
+    """The autoscaling hook end to end: load rises -> the recommendation (GET /v1/autoscale, the
+    gauge, `cirrus admin autoscale`) rises; a broker is added -> partitions rebalance onto it
+    without reading data from the bucket; it is drained and stopped -> no acknowledged record
+    is lost."""
+    # Per-broker target of 16 KiB/s in: two producers at ~300 x 100 B/s each need 3+ brokers.
+    c = cluster(2, extra_args=["--autoscale-target-bytes-in", "16KiB", "--autoscale-target-cpu", "16"])
+    c.create_topic(TOPIC, PARTS)
+    c.wait_online(TOPIC, PARTS)
+    first = c.broker(0)
+    idle = _autoscale(first)
+    assert idle["recommended_brokers"] == 1, idle
+    assert idle["targets"]["bytes_in_per_sec"] == 16 * 1024, idle
+
+    with fleet_for(c) as fleet:
+        deadline = time.monotonic() + 40
+        while True:
+            rec = _autoscale(first)
+            if rec["recommended_brokers"] >= 3:
+                break
+            assert time.monotonic() < deadline, f"recommendation did not rise under load: {rec}" + c.diagnostics()
+            time.sleep(1)
+        print(f"under load: {rec}")
+        assert rec["limited_by"] == "bytes_in" and rec["measured_brokers"] == 2, rec
+        assert _gauge(first, "cirrus_autoscale_recommended_brokers") >= 3
+        out = c.admin_ok("autoscale").stdout
+        assert "recommended brokers:" in out, out
+
+        # Scale out, as the autoscaler would: auto-rebalance moves partitions onto the newcomer.
+        newcomer = c.add_broker()
+        c.wait_brokers({0, 1, 2}, timeout=30)
+        c.wait_leaders(TOPIC, PARTS, lambda m: sum(1 for b in m.values() if b == 2) >= PARTS // 3 - 1,
+                       "partitions rebalanced onto broker 2", timeout=30)
+        mark = fleet.n_acked
+        fleet.wait_progress(mark, 10, timeout=30, what="after scale-out")
+        assert _get_bytes(newcomer) == 0, "the newcomer read data from the bucket to take over partitions"
+
+        # Scale in: drain first (what the chart's preStop does), then stop.
+        c.admin_ok("drain", "--broker", "2", "--timeout", "60s", timeout=70)
+        newcomer.stop()
+        c.wait_online(TOPIC, PARTS, owners={0, 1}, timeout=30)
+        mark = fleet.n_acked
+        fleet.wait_progress(mark, 10, timeout=30, what="after scale-in")
+    fleet.assert_clean()
     verify_topic(c.bootstrap(), TOPIC, PARTS, [fleet], context=c.diagnostics)
