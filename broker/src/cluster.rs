@@ -74,6 +74,8 @@ pub struct Member {
     /// The latest autoscaling recommendation (from every broker's published load).
     pub autoscale: crate::load::AutoscaleSlot,
     pub autoscale_targets: cirrus_controller::AutoscaleTargets,
+    /// What the controller loop of this broker did (failovers), exported as metrics.
+    pub controller_stats: Arc<cirrus_controller::ControllerStats>,
 }
 
 /// The registration of this broker: its advertised address, under the session lease.
@@ -139,6 +141,7 @@ impl Member {
         is_controller: Arc<std::sync::atomic::AtomicBool>,
         autoscale: crate::load::AutoscaleSlot,
         autoscale_targets: cirrus_controller::AutoscaleTargets,
+        controller_stats: Arc<cirrus_controller::ControllerStats>,
     ) -> Self {
         Member {
             id,
@@ -150,6 +153,7 @@ impl Member {
             is_controller,
             autoscale,
             autoscale_targets,
+            controller_stats,
         }
     }
 
@@ -223,6 +227,16 @@ impl Member {
                     .filter(|o| !view.brokers.contains_key(&o.broker))
                     .count();
                 let controller = self.is_controller.load(Ordering::Acquire);
+                let stats = &self.controller_stats;
+                let (clean, unclean) = (
+                    stats.clean_failovers.load(Ordering::Relaxed),
+                    stats.unclean_failovers.load(Ordering::Relaxed),
+                );
+                let m = &logs.metrics;
+                m.clean_failovers
+                    .inc_by(clean.saturating_sub(m.clean_failovers.get()));
+                m.unclean_failovers
+                    .inc_by(unclean.saturating_sub(m.unclean_failovers.get()));
                 logs.metrics.is_controller.set(i64::from(controller));
                 logs.metrics
                     .offline_partitions
@@ -256,7 +270,8 @@ impl Member {
                 match tokio::time::timeout(META_TIMEOUT, self.meta.list_loads()).await {
                     Ok(Ok(loads)) => {
                         let live = self.view().brokers.len() as u32;
-                        let rec = cirrus_controller::recommend(&loads, live, &self.autoscale_targets);
+                        let rec =
+                            cirrus_controller::recommend(&loads, live, &self.autoscale_targets);
                         logs.metrics
                             .autoscale_recommended_brokers
                             .set(i64::from(rec.recommended_brokers));

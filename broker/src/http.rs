@@ -66,7 +66,8 @@ async fn autoscale(
         .as_ref()
         .map_or(1, |m| m.view().brokers.len() as u32);
     let rec = crate::load::current(&health.autoscale, &health.autoscale_targets, live);
-    let body = serde_json::to_string_pretty(&rec).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    let body =
+        serde_json::to_string_pretty(&rec).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,

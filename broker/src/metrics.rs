@@ -63,6 +63,10 @@ pub struct Metrics {
     pub is_controller: Gauge,
     pub offline_partitions: Gauge,
     pub autoscale_recommended_brokers: Gauge,
+    /// Failovers done by this broker's controller (durability=object: nothing lost;
+    /// unclean: the dead broker's unuploaded tail is lost).
+    pub clean_failovers: Counter,
+    pub unclean_failovers: Counter,
     /// Bytes produced and fetched over all topics (not exported; see TopicCounters).
     pub total_in: Counter,
     pub total_out: Counter,
@@ -194,7 +198,21 @@ impl Metrics {
             "Brokers the measured load needs against the per-broker targets (GET /v1/autoscale explains)",
             autoscale_recommended_brokers.clone(),
         );
+        let failovers = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "partition_failovers",
+            "Partitions of dead brokers given to live ones by this broker's controller; kind=unclean lost the dead broker's unuploaded tail",
+            failovers.clone(),
+        );
+        let clean_failovers = failovers
+            .get_or_create(&KindLabel { kind: "clean" })
+            .clone();
+        let unclean_failovers = failovers
+            .get_or_create(&KindLabel { kind: "unclean" })
+            .clone();
         Metrics {
+            clean_failovers,
+            unclean_failovers,
             autoscale_recommended_brokers,
             total_in: Counter::default(),
             total_out: Counter::default(),

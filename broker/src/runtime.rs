@@ -202,6 +202,7 @@ impl Broker {
             None => None,
             Some((session, version, incarnation, admin, link)) => {
                 let is_controller = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let controller_stats = Arc::new(cirrus_controller::ControllerStats::default());
                 let member = Arc::new(Member::new(
                     settings.node_id,
                     meta.clone(),
@@ -211,6 +212,7 @@ impl Broker {
                     is_controller.clone(),
                     autoscale.clone(),
                     settings.autoscale,
+                    controller_stats.clone(),
                 ));
                 member.refresh_view().await?;
                 let controller = cirrus_controller::ControllerConfig {
@@ -219,6 +221,7 @@ impl Broker {
                     tick: std::time::Duration::from_millis(200),
                     policy: controller_policy(&settings),
                     leader: is_controller,
+                    stats: controller_stats.clone(),
                 };
                 let tasks = vec![
                     tokio::spawn(member.clone().run(
@@ -449,6 +452,7 @@ pub async fn run_controller_only(
         tick: std::time::Duration::from_millis(200),
         policy: controller_policy(&settings),
         leader: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        stats: Default::default(),
     };
     tracing::info!(endpoints = %endpoints.join(","), "standalone controller campaigning");
     let controller = tokio::spawn(cirrus_controller::run_controller(

@@ -132,7 +132,11 @@ mod tests {
 
     #[test]
     fn scales_out_to_the_tightest_dimension() {
-        let r = recommend(&[load(0, 150.0, 100.0, 0.5), load(1, 100.0, 100.0, 0.5)], 2, &TARGETS);
+        let r = recommend(
+            &[load(0, 150.0, 100.0, 0.5), load(1, 100.0, 100.0, 0.5)],
+            2,
+            &TARGETS,
+        );
         assert_eq!(r.recommended_brokers, 3);
         assert_eq!(r.limited_by, "bytes_in");
         assert!((r.need_by_bytes_in - 2.5).abs() < 1e-9);
@@ -156,7 +160,10 @@ mod tests {
     #[test]
     fn bounds_and_idle_clusters() {
         let idle = recommend(&[], 3, &TARGETS);
-        assert_eq!((idle.recommended_brokers, idle.limited_by.as_str()), (1, "minimum"));
+        assert_eq!(
+            (idle.recommended_brokers, idle.limited_by.as_str()),
+            (1, "minimum")
+        );
         let huge = recommend(&[load(0, 1e9, 0.0, 0.0)], 3, &TARGETS);
         assert_eq!(huge.recommended_brokers, 10);
         let floor = AutoscaleTargets {

@@ -54,6 +54,19 @@ pub struct ControllerConfig {
     pub policy: Policy,
     /// Kept current by the loop: true while it is the elected controller.
     pub leader: Arc<AtomicBool>,
+    /// Counts of what this controller did, for metrics.
+    pub stats: Arc<ControllerStats>,
+}
+
+/// What a controller has done since it started (monotonic counters).
+#[derive(Debug, Default)]
+pub struct ControllerStats {
+    /// Partitions of a dead broker moved to a live one whose acknowledged data was all
+    /// in the bucket (durability=object): nothing lost.
+    pub clean_failovers: std::sync::atomic::AtomicU64,
+    /// Partitions of a dead broker moved by unclean failover (durability=local): what
+    /// that broker had acknowledged but not uploaded is lost.
+    pub unclean_failovers: std::sync::atomic::AtomicU64,
 }
 
 impl ControllerConfig {
@@ -65,6 +78,7 @@ impl ControllerConfig {
             tick: Duration::from_millis(200),
             policy: Policy::default(),
             leader: Arc::new(AtomicBool::new(false)),
+            stats: Arc::default(),
         }
     }
 }
@@ -193,7 +207,45 @@ async fn lead_once(
     )
     .await?;
     log_changes(&changes, applied);
+    if applied == changes.len() {
+        count_failovers(&view, &changes, &config.stats);
+    }
     Ok(true)
+}
+
+/// Counts the failovers among applied `changes`: a put that gives a partition whose
+/// owner is not live to another broker at a new epoch.
+fn count_failovers(view: &ClusterView, changes: &[OwnerChange], stats: &ControllerStats) {
+    let live: std::collections::HashSet<i32> = view.brokers.iter().map(|b| b.id).collect();
+    let before: std::collections::HashMap<u64, &OwnerRecord> =
+        view.owners.iter().map(|(o, _)| (o.stream_id, o)).collect();
+    let object_topics: std::collections::HashSet<&str> = view
+        .topics
+        .iter()
+        .filter(|t| {
+            t.configs
+                .get(crate::reconcile::DURABILITY_CONFIG)
+                .is_some_and(|d| d == "object")
+        })
+        .map(|t| t.name.as_str())
+        .collect();
+    for change in changes {
+        let OwnerChange::Put { record, .. } = change else {
+            continue;
+        };
+        let Some(old) = before.get(&record.stream_id) else {
+            continue;
+        };
+        if live.contains(&old.broker) || record.broker == old.broker || record.epoch <= old.epoch {
+            continue;
+        }
+        let counter = if object_topics.contains(record.topic.as_str()) {
+            &stats.clean_failovers
+        } else {
+            &stats.unclean_failovers
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn log_changes(changes: &[OwnerChange], applied: usize) {

@@ -46,7 +46,7 @@ pub use embedded::EmbeddedMetaStore;
 pub use error::{Entity, MetaError};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdMetaStore, EtcdOptions};
-pub use leader::{ControllerConfig, read_view, run_controller};
+pub use leader::{ControllerConfig, ControllerStats, read_view, run_controller};
 pub use memory::MemoryMetaStore;
 pub use metadata::{Clock, IndexSnapshot, Metadata, SystemClock, WriterIndex, validate_topic_name};
 pub use reconcile::{ClusterView, Policy, drain_plan, place, rebalance_plan, reconcile};

@@ -399,6 +399,8 @@ def test_unclean_failover_loses_exactly_the_unuploaded_tail(cluster):
         t_kill = time.monotonic()
         c.wait_online(TOPIC, PARTS, owners={0, 1}, timeout=c.ttl_s + 20)
         print(f"unclean failover {time.monotonic() - t_kill:.2f}s after kill -9")
+        unclean = sum(_gauge(b, 'cirrus_partition_failovers_total{kind="unclean"}') or 0 for b in c.live())
+        assert unclean >= len(victim_parts), f"unclean failovers not counted: {unclean}" + c.diagnostics()
         mark = fleet.n_acked
         fleet.wait_progress(mark, 20, timeout=30, partitions=victim_parts, what="on the failed-over partitions")
     fleet.assert_clean(allow_failed=True)

@@ -125,7 +125,7 @@ A humantime duration of the forms the schema allows ("30s", "2m", "1m30s", "500m
 {{/* Environment variables carrying the S3 keys (nothing when no Secret is used). */}}
 {{- define "cirrus.s3Env" -}}
 {{- $secret := include "cirrus.s3SecretName" . -}}
-{{- if $secret }}
+{{- if $secret -}}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
@@ -141,9 +141,9 @@ A humantime duration of the forms the schema allows ("30s", "2m", "1m30s", "500m
 
 {{/* storageClassName of a volume claim: "" = cluster default (omitted), "-" = none. */}}
 {{- define "cirrus.storageClass" -}}
-{{- if eq . "-" }}
+{{- if eq . "-" -}}
 storageClassName: ""
-{{- else if . }}
+{{- else if . -}}
 storageClassName: {{ . | quote }}
 {{- end -}}
 {{- end -}}
