@@ -228,6 +228,16 @@ pub struct SettingsArgs {
     /// Log format: text or json. [default: text]
     #[arg(long, env = "CIRRUS_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Committed offsets of an empty consumer group expire this long after their commit
+    /// (Kafka's offsets.retention.minutes). [default: 7d]
+    #[arg(long, env = "CIRRUS_OFFSETS_RETENTION", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub offsets_retention: Option<Duration>,
+    /// How long the first rebalance of an empty consumer group waits for more members
+    /// (Kafka's group.initial.rebalance.delay.ms; 0 = no wait). [default: 3s]
+    #[arg(long, env = "CIRRUS_GROUP_INITIAL_REBALANCE_DELAY", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub group_initial_rebalance_delay: Option<Duration>,
 }
 
 /// Validated, complete settings.
@@ -262,6 +272,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub object_store_latency: Option<cirrus_storage::LatencyProfile>,
     pub log_json: bool,
+    pub offsets_retention: Duration,
+    pub group_initial_rebalance_delay: Duration,
 }
 
 /// A setting that is missing, malformed or out of bounds.
@@ -336,7 +348,9 @@ impl SettingsArgs {
             max_request_bytes,
             shutdown_timeout,
             object_store_latency,
-            log_format
+            log_format,
+            offsets_retention,
+            group_initial_rebalance_delay
         )
     }
 
@@ -494,6 +508,23 @@ impl SettingsArgs {
         if max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
         }
+        let offsets_retention = self
+            .offsets_retention
+            .unwrap_or(Duration::from_secs(7 * 24 * 3600));
+        if offsets_retention < Duration::from_secs(1)
+            || offsets_retention > Duration::from_secs(3650 * 24 * 3600)
+        {
+            return Err(invalid("offsets_retention", "must be between 1s and 3650d"));
+        }
+        let group_initial_rebalance_delay = self
+            .group_initial_rebalance_delay
+            .unwrap_or(Duration::from_secs(3));
+        if group_initial_rebalance_delay > Duration::from_secs(300) {
+            return Err(invalid(
+                "group_initial_rebalance_delay",
+                "must be at most 5m",
+            ));
+        }
         let object_store_latency = match self.object_store_latency.as_deref() {
             None => None,
             Some(spec) => cirrus_storage::LatencyProfile::parse(spec)
@@ -537,6 +568,8 @@ impl SettingsArgs {
             max_request_bytes,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
             log_json,
+            offsets_retention,
+            group_initial_rebalance_delay,
         })
     }
 }
@@ -563,6 +596,11 @@ mod tests {
         assert_eq!(s.object_target_bytes, 8 << 20);
         assert!(s.object_store.starts_with("file://"));
         assert_eq!(s.durability, Durability::Local);
+        assert_eq!(s.offsets_retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(s.group_initial_rebalance_delay, Duration::from_secs(3));
+        let file: SettingsArgs = toml::from_str("offsets_retention = \"2h\"\n").unwrap();
+        let s = file.validate().unwrap();
+        assert_eq!(s.offsets_retention, Duration::from_secs(7200));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Request path: [`server`] reads frames and dispatches to [`handlers`]; produce goes
 //! through [`log::LogManager::append_start`] (offsets, WAL, uploader) and
 //! [`log::LogManager::append_finish`] (durability); fetch reads the in-memory tail of a
-//! [`partition::Partition`] or a committed run through [`read_cache`].
+//! [`partition::Partition`] or a committed run through [`read_cache`]. Consumer groups
+//! (coordinator, offsets) are in [`groups`].
 
 pub mod admin_cli;
 pub mod admin_service;
@@ -12,6 +13,7 @@ pub mod batch;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod groups;
 pub mod handlers;
 pub mod http;
 pub mod load;

@@ -288,7 +288,10 @@ impl LogManager {
                     last_offset: run.last_offset,
                     max_timestamp: run.max_timestamp,
                 });
-                for pr in &run.producers {
+                let mut producers: Vec<&cirrus_controller::ProducerRecord> =
+                    run.producers.iter().collect();
+                producers.sort_by_key(|p| p.last_offset);
+                for pr in producers {
                     fresh.record_producer_batch(
                         pr.producer_id,
                         pr.producer_epoch,

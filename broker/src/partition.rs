@@ -20,7 +20,7 @@ use crate::error::{BrokerError, Result};
 
 /// How many recent batches per producer are remembered to acknowledge retried
 /// duplicates, as Kafka does (max.in.flight.requests.per.connection <= 5).
-const PRODUCER_BATCH_WINDOW: usize = 5;
+pub(crate) const PRODUCER_BATCH_WINDOW: usize = 5;
 
 /// A committed run of this partition inside a data object.
 #[derive(Debug, Clone)]

@@ -37,6 +37,10 @@ pub struct Broker {
     pub kafka_addr: std::net::SocketAddr,
     pub http_addr: std::net::SocketAddr,
     pub admin_addr: Option<std::net::SocketAddr>,
+    /// The consumer group coordinator.
+    pub groups: Arc<crate::groups::Coordinator>,
+    /// Its timer and sweeper loops (stopped with the Kafka listener).
+    group_tasks: Vec<tokio::task::JoinHandle<()>>,
     health: Arc<Health>,
     stop_serving: watch::Sender<bool>,
     stop_pipeline: watch::Sender<bool>,
@@ -195,6 +199,7 @@ impl Broker {
             ownership,
         )
         .await?;
+        ensure_offsets_topic(&logs).await?;
         let (stop_cluster, stop_cluster_rx) = watch::channel(false);
         let autoscale: crate::load::AutoscaleSlot = Default::default();
         let mut serving_extra = Vec::new();
@@ -281,10 +286,18 @@ impl Broker {
                 pipeline_rx.clone(),
             )));
         }
+        let groups = Arc::new(crate::groups::Coordinator::new(
+            logs.clone(),
+            member.as_ref().map(|m| m.0.clone()),
+            settings.clone(),
+            crate::groups::CoordinatorConfig::from_settings(&settings),
+        ));
+        let group_tasks = groups.start(serving_rx.clone());
         let ctx = Arc::new(Ctx {
             settings: settings.clone(),
             logs: logs.clone(),
             member: member.as_ref().map(|m| m.0.clone()),
+            groups: groups.clone(),
         });
         let mut serving = vec![
             tokio::spawn(crate::server::serve(kafka, ctx, serving_rx.clone())),
@@ -316,6 +329,8 @@ impl Broker {
             kafka_addr,
             http_addr,
             admin_addr,
+            groups,
+            group_tasks,
             cluster,
             health,
             stop_serving,
@@ -355,7 +370,12 @@ impl Broker {
             }
             c.session.close().await;
         }
-        for task in self.pipeline.into_iter().chain(self.serving) {
+        for task in self
+            .pipeline
+            .into_iter()
+            .chain(self.serving)
+            .chain(self.group_tasks)
+        {
             task.abort();
             let _ = task.await;
         }
@@ -384,6 +404,10 @@ impl Broker {
         if let Some(kafka) = serving.next() {
             let _ = kafka.await;
         }
+        // The group loops stop on the same signal (waiting group requests are answered).
+        for task in self.group_tasks {
+            let _ = task.await;
+        }
         let _ = self.stop_pipeline.send(true);
         let drained = self.logs.drain(self.settings.shutdown_timeout).await;
         for task in self.pipeline.into_iter().chain(serving) {
@@ -405,6 +429,36 @@ impl Broker {
         }
         tracing::info!("shutdown complete: everything acknowledged is in the bucket");
         Ok(())
+    }
+}
+
+/// Creates the internal topic whose partitions are the group coordinator slots, unless
+/// it exists (another broker creating it at the same time is fine).
+async fn ensure_offsets_topic(logs: &LogManager) -> anyhow::Result<()> {
+    use crate::groups::{OFFSETS_TOPIC, SLOTS};
+    if logs.get_topic(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let configs = std::collections::BTreeMap::from([(
+        crate::topic_config::DURABILITY.to_string(),
+        "object".to_string(),
+    )]);
+    match logs
+        .create_topic(OFFSETS_TOPIC, SLOTS as i32, configs, false)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(
+                topic = OFFSETS_TOPIC,
+                partitions = SLOTS,
+                "created the group coordinator topic"
+            );
+            Ok(())
+        }
+        Err(crate::error::BrokerError::TopicAlreadyExists) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot create the internal topic {OFFSETS_TOPIC}: {e}"
+        )),
     }
 }
 

@@ -4,7 +4,9 @@
 //! Per connection, requests are handled one after another, as Kafka does, except that
 //! a Produce request's wait for durability runs in the background: the next request is
 //! read while earlier produces wait for their fsync or upload, and a writer task sends
-//! the responses strictly in request order. A malformed or oversized frame closes the
+//! the responses strictly in request order. JoinGroup and SyncGroup answer only when
+//! the group gets there (up to the rebalance timeout); like Kafka, the connection reads
+//! its next request after that answer. A malformed or oversized frame closes the
 //! connection (and is logged); other connections are unaffected.
 
 use std::future::Future;
@@ -54,7 +56,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Re
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            if let Err(e) = handle_connection(socket, ctx, shutdown).await {
+            if let Err(e) = handle_connection(socket, peer, ctx, shutdown).await {
                 tracing::info!(%peer, error = %e, "connection closed");
             }
             drop(permit);
@@ -76,6 +78,7 @@ enum ConnError {
 
 async fn handle_connection(
     socket: TcpStream,
+    peer: std::net::SocketAddr,
     ctx: Arc<Ctx>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
@@ -127,7 +130,7 @@ async fn handle_connection(
             }
             let mut buf = BytesMut::zeroed(len as usize);
             reader.read_exact(&mut buf).await?;
-            let pending = dispatch_frame(&ctx, buf.freeze()).await?;
+            let pending = dispatch_frame(&ctx, buf.freeze(), peer).await?;
             if tx.send(pending).await.is_err() {
                 return Ok(());
             }
@@ -201,7 +204,11 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeFailure>
 }
 
 /// Decodes one request frame and runs its handler.
-async fn dispatch_frame(ctx: &Arc<Ctx>, frame: Bytes) -> Result<PendingResponse, ConnError> {
+async fn dispatch_frame(
+    ctx: &Arc<Ctx>,
+    frame: Bytes,
+    peer: std::net::SocketAddr,
+) -> Result<PendingResponse, ConnError> {
     match decode_request(frame) {
         Ok(req) => {
             let label = crate::metrics::ApiLabel {
@@ -209,7 +216,7 @@ async fn dispatch_frame(ctx: &Arc<Ctx>, frame: Bytes) -> Result<PendingResponse,
             };
             let started = std::time::Instant::now();
             ctx.logs.metrics.requests.get_or_create(&label).inc();
-            let pending = handlers::handle(ctx, req)
+            let pending = handlers::handle(ctx, req, Some(peer))
                 .await
                 .map_err(ConnError::Malformed)?;
             let histogram = ctx

@@ -8,7 +8,7 @@
 //! trimmed through the highest LSN below which every LSN is committed, so a crash at
 //! any point leaves every uncommitted record in the WAL.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,10 @@ struct OpenObject {
 #[derive(Debug, Default)]
 struct RunExtra {
     leader_epoch: i32,
-    producers: HashMap<i64, ProducerRecord>,
+    /// The last batches (up to the idempotence window) of each producer in the run: a
+    /// new owner rebuilds the whole window from them, so a client's retry of any batch
+    /// still in flight during a handover is recognised as a duplicate.
+    producers: HashMap<i64, VecDeque<ProducerRecord>>,
 }
 
 /// A sealed object on its way to the bucket.
@@ -64,7 +67,12 @@ impl SealedObject {
                     length: e.length,
                     leader_epoch: extra.map_or(0, |x| x.leader_epoch),
                     producers: extra
-                        .map(|x| x.producers.values().cloned().collect())
+                        .map(|x| {
+                            let mut all: Vec<ProducerRecord> =
+                                x.producers.values().flatten().cloned().collect();
+                            all.sort_by_key(|p| (p.producer_id, p.last_offset));
+                            all
+                        })
                         .unwrap_or_default(),
                 }
             })
@@ -145,17 +153,24 @@ impl Uploader {
         let run = open.runs.entry(stream_id).or_default();
         run.leader_epoch = leader_epoch;
         if header.is_idempotent() {
-            run.producers.insert(
-                header.producer_id,
-                ProducerRecord {
-                    producer_id: header.producer_id,
-                    producer_epoch: header.producer_epoch,
-                    first_sequence: header.base_sequence,
-                    last_sequence: header.last_sequence(),
-                    last_offset: header.last_offset(),
-                    last_timestamp: header.max_timestamp,
-                },
-            );
+            let window = run.producers.entry(header.producer_id).or_default();
+            if window
+                .back()
+                .is_some_and(|p| p.producer_epoch != header.producer_epoch)
+            {
+                window.clear();
+            }
+            window.push_back(ProducerRecord {
+                producer_id: header.producer_id,
+                producer_epoch: header.producer_epoch,
+                first_sequence: header.base_sequence,
+                last_sequence: header.last_sequence(),
+                last_offset: header.last_offset(),
+                last_timestamp: header.max_timestamp,
+            });
+            while window.len() > crate::partition::PRODUCER_BATCH_WINDOW {
+                window.pop_front();
+            }
         }
         if was_empty {
             open.opened_at = Some(Instant::now());

@@ -179,11 +179,12 @@ async fn api_versions_advertises_only_what_is_implemented() {
     let keys: Vec<i16> = resp.api_keys.iter().map(|k| k.api_key).collect();
     assert!(keys.contains(&(ApiKey::Produce as i16)));
     assert!(keys.contains(&(ApiKey::Fetch as i16)));
-    assert!(
-        !keys.contains(&(ApiKey::JoinGroup as i16)),
-        "groups are not implemented yet"
-    );
-    assert!(!keys.contains(&(ApiKey::FindCoordinator as i16)));
+    // Consumer groups (classic protocol); transactions and KIP-848 are not implemented.
+    assert!(keys.contains(&(ApiKey::JoinGroup as i16)));
+    assert!(keys.contains(&(ApiKey::FindCoordinator as i16)));
+    assert!(!keys.contains(&(ApiKey::AddPartitionsToTxn as i16)));
+    assert!(!keys.contains(&(ApiKey::TxnOffsetCommit as i16)));
+    assert!(!keys.contains(&(ApiKey::ConsumerGroupHeartbeat as i16)));
     for k in &resp.api_keys {
         let api = ApiKey::try_from(k.api_key).unwrap();
         assert!(cirrus_broker::handlers::supported(api).is_some());
@@ -383,22 +384,40 @@ async fn idempotent_producer_state_survives_restart() {
         produce_result(&c.send(9, &produce_req("idem", 0, gap)).await).0,
         ResponseError::OutOfOrderSequenceNumber.code()
     );
+    // Two more batches: all three end up in one run of one object at shutdown.
+    let second = records(2, Some((pid, 0, 3)), 10);
+    assert_eq!(
+        produce_result(&c.send(9, &produce_req("idem", 0, second.clone())).await),
+        (0, 3)
+    );
+    let third = records(1, Some((pid, 0, 5)), 10);
+    assert_eq!(
+        produce_result(&c.send(9, &produce_req("idem", 0, third)).await),
+        (0, 5)
+    );
     broker.shutdown().await.unwrap();
 
+    // The state comes back from the committed runs (as for a new owner after a move):
+    // every batch of the idempotence window, not only the last one, is a duplicate.
     let broker = start(dir.path(), |_| {}).await;
     let mut c = Client::connect(broker.kafka_addr).await;
     assert_eq!(
         produce_result(&c.send(9, &produce_req("idem", 0, first)).await),
         (0, 0),
+        "duplicate of an older batch in the window after restart"
+    );
+    assert_eq!(
+        produce_result(&c.send(9, &produce_req("idem", 0, second)).await),
+        (0, 3),
         "duplicate after restart"
     );
-    let next = records(2, Some((pid, 0, 3)), 10);
+    let next = records(2, Some((pid, 0, 6)), 10);
     assert_eq!(
         produce_result(&c.send(9, &produce_req("idem", 0, next)).await),
-        (0, 3)
+        (0, 6)
     );
     let resp = c.send(12, &fetch_req("idem", 0, 0, 0)).await;
-    assert_eq!(resp.responses[0].partitions[0].high_watermark, 5);
+    assert_eq!(resp.responses[0].partitions[0].high_watermark, 8);
     broker.shutdown().await.unwrap();
 }
 
@@ -572,6 +591,19 @@ async fn every_advertised_version_answers() {
                         .with_producer_epoch(-1);
                     c.send(v, &req).await.error_code == 0
                 }
+                // Every version of every group API is exercised by
+                // tests/groups_wire.rs::every_advertised_group_api_version_answers.
+                ApiKey::FindCoordinator
+                | ApiKey::JoinGroup
+                | ApiKey::SyncGroup
+                | ApiKey::Heartbeat
+                | ApiKey::LeaveGroup
+                | ApiKey::OffsetCommit
+                | ApiKey::OffsetFetch
+                | ApiKey::OffsetDelete
+                | ApiKey::ListGroups
+                | ApiKey::DescribeGroups
+                | ApiKey::DeleteGroups => true,
                 other => panic!("advertised API {other:?} has no case in this test"),
             };
             assert!(ok, "{key:?} v{v} answered with an unexpected result");

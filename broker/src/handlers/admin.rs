@@ -90,6 +90,7 @@ fn topic_metadata(ctx: &Ctx, t: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
         .with_topic_id(t.id)
+        .with_is_internal(crate::groups::is_internal_topic(&t.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(i32::MIN)
 }
@@ -254,6 +255,10 @@ pub(super) async fn delete_topics(
             None => ctx.logs.get_topic_by_id(id).map(|t| t.name.to_string()),
         };
         let result = match &resolved {
+            // The group coordinator slots must exist as long as the cluster does.
+            Some(n) if crate::groups::is_internal_topic(n) => Err(BrokerError::InvalidTopic(
+                format!("{n} is an internal topic and cannot be deleted"),
+            )),
             Some(n) => ctx.logs.delete_topic(n).await,
             None => Err(BrokerError::UnknownTopicOrPartition),
         };

@@ -4,6 +4,7 @@
 
 mod admin;
 mod fetch;
+mod groups;
 mod produce;
 
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct Ctx {
     pub logs: Arc<LogManager>,
     /// Cluster membership (None on a single node).
     pub member: Option<Arc<crate::cluster::Member>>,
+    /// The consumer group coordinator.
+    pub groups: Arc<crate::groups::Coordinator>,
 }
 
 /// The versions this broker implements, per API (None: not implemented, not advertised).
@@ -41,6 +44,17 @@ pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
         ApiKey::DescribeCluster => (0, 1),
         ApiKey::OffsetForLeaderEpoch => (2, 4),
         ApiKey::InitProducerId => (0, 4),
+        ApiKey::FindCoordinator => (0, 4),
+        ApiKey::JoinGroup => (0, 8),
+        ApiKey::SyncGroup => (0, 5),
+        ApiKey::Heartbeat => (0, 4),
+        ApiKey::LeaveGroup => (0, 4),
+        ApiKey::OffsetCommit => (2, 8),
+        ApiKey::OffsetFetch => (1, 8),
+        ApiKey::OffsetDelete => (0, 0),
+        ApiKey::ListGroups => (0, 4),
+        ApiKey::DescribeGroups => (0, 5),
+        ApiKey::DeleteGroups => (0, 2),
         _ => return None,
     })
 }
@@ -60,6 +74,17 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
         _ => "other",
     }
 }
@@ -77,6 +102,17 @@ const ALL_KEYS: &[ApiKey] = &[
     ApiKey::DescribeCluster,
     ApiKey::OffsetForLeaderEpoch,
     ApiKey::InitProducerId,
+    ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::OffsetDelete,
+    ApiKey::ListGroups,
+    ApiKey::DescribeGroups,
+    ApiKey::DeleteGroups,
 ];
 
 fn api_keys() -> Vec<ApiVersion> {
@@ -102,8 +138,13 @@ pub fn api_versions_unsupported() -> ApiVersionsResponse {
         .with_api_keys(api_keys())
 }
 
-/// Runs the handler of a decoded request and encodes the response.
-pub async fn handle(ctx: &Arc<Ctx>, req: DecodedRequest) -> Result<PendingResponse, String> {
+/// Runs the handler of a decoded request and encodes the response. `peer` is the
+/// client's address (DescribeGroups shows it).
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    req: DecodedRequest,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<PendingResponse, String> {
     let DecodedRequest { key, header, body } = req;
     let v = header.request_api_version;
     let cid = header.correlation_id;
@@ -129,6 +170,25 @@ pub async fn handle(ctx: &Arc<Ctx>, req: DecodedRequest) -> Result<PendingRespon
         RequestKind::DescribeConfigs(req) => respond!(admin::describe_configs(ctx, req)),
         RequestKind::DescribeCluster(_) => respond!(admin::describe_cluster(ctx)),
         RequestKind::InitProducerId(req) => respond!(admin::init_producer_id(ctx, req).await),
+        RequestKind::FindCoordinator(req) => respond!(groups::find_coordinator(ctx, v, req)),
+        RequestKind::JoinGroup(req) => {
+            let client_id = header
+                .client_id
+                .as_ref()
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_default();
+            let host = groups::client_host(peer);
+            respond!(groups::join_group(ctx, v, &client_id, &host, req).await)
+        }
+        RequestKind::SyncGroup(req) => respond!(groups::sync_group(ctx, v, req).await),
+        RequestKind::Heartbeat(req) => respond!(groups::heartbeat(ctx, v, req).await),
+        RequestKind::LeaveGroup(req) => respond!(groups::leave_group(ctx, v, req).await),
+        RequestKind::OffsetCommit(req) => respond!(groups::offset_commit(ctx, v, req).await),
+        RequestKind::OffsetFetch(req) => respond!(groups::offset_fetch(ctx, v, req).await),
+        RequestKind::OffsetDelete(req) => respond!(groups::offset_delete(ctx, req).await),
+        RequestKind::ListGroups(req) => respond!(groups::list_groups(ctx, v, req).await),
+        RequestKind::DescribeGroups(req) => respond!(groups::describe_groups(ctx, v, req).await),
+        RequestKind::DeleteGroups(req) => respond!(groups::delete_groups(ctx, req).await),
         _ => Err(format!("api {key:?} is not supported")),
     }
 }

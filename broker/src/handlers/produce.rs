@@ -49,10 +49,16 @@ pub(super) async fn handle(
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<PartitionFuture>)> = Vec::new();
     for topic in req.topic_data {
         let mut parts: Vec<PartitionFuture> = Vec::new();
-        let resolved = ctx
-            .logs
-            .get_topic(topic.name.as_str())
-            .ok_or(BrokerError::UnknownTopicOrPartition);
+        let resolved = if crate::groups::is_internal_topic(topic.name.as_str()) {
+            Err(BrokerError::InvalidTopic(format!(
+                "{} is an internal topic; clients cannot produce to it",
+                topic.name.as_str()
+            )))
+        } else {
+            ctx.logs
+                .get_topic(topic.name.as_str())
+                .ok_or(BrokerError::UnknownTopicOrPartition)
+        };
         for pd in topic.partition_data {
             let index = pd.index;
             let fail = |e: BrokerError| -> PartitionFuture {

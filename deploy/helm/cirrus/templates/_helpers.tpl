@@ -69,14 +69,15 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/*
 A humantime duration of the forms the schema allows ("30s", "2m", "1m30s", "500ms",
-"1h") in whole seconds, rounded up.
+"1h", "7d") in whole seconds, rounded up.
 */}}
 {{- define "cirrus.durationSeconds" -}}
 {{- $total := 0 -}}
-{{- range (regexFindAll "[0-9]+(ms|h|m|s)" (toString .) -1) -}}
+{{- range (regexFindAll "[0-9]+(ms|d|h|m|s)" (toString .) -1) -}}
 {{- $n := regexFind "^[0-9]+" . | atoi -}}
 {{- $unit := regexReplaceAll "^[0-9]+" . "" -}}
-{{- if eq $unit "h" -}}{{- $total = add $total (mul $n 3600) -}}
+{{- if eq $unit "d" -}}{{- $total = add $total (mul $n 86400) -}}
+{{- else if eq $unit "h" -}}{{- $total = add $total (mul $n 3600) -}}
 {{- else if eq $unit "m" -}}{{- $total = add $total (mul $n 60) -}}
 {{- else if eq $unit "s" -}}{{- $total = add $total $n -}}
 {{- else -}}{{- $total = add $total (div (add $n 999) 1000) -}}

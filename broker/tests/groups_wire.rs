@@ -1,0 +1,1071 @@
+#![allow(clippy::unwrap_used)]
+//! Wire-level tests of consumer groups on a real socket (single-node broker, in
+//! process): every advertised version of every group API, the rebalance protocol with
+//! several members on their own connections, offsets across a restart, the internal
+//! topic, and offset expiry. Requests are encoded with kafka-protocol (a client's view),
+//! so these check exact error codes. Real clients: tests/e2e/test_groups.py.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use cirrus_broker::config::SettingsArgs;
+use cirrus_broker::runtime::Broker;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Client {
+    stream: TcpStream,
+    next_id: i32,
+}
+
+impl Client {
+    async fn connect(addr: std::net::SocketAddr) -> Client {
+        Client {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            next_id: 1,
+        }
+    }
+
+    async fn send<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
+        self.send_within(version, req, Duration::from_secs(20))
+            .await
+            .expect("response frame")
+    }
+
+    /// None if no response arrives within `wait`.
+    async fn send_within<R: Request>(
+        &mut self,
+        version: i16,
+        req: &R,
+        wait: Duration,
+    ) -> Option<R::Response> {
+        let key = ApiKey::try_from(R::KEY).unwrap();
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.next_id)
+            .with_client_id(Some(StrBytes::from_static_str("groups-test")));
+        self.next_id += 1;
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0, 0, 0, 0]);
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .unwrap();
+        req.encode(&mut buf, version).unwrap();
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        self.stream.write_all(&buf).await.unwrap();
+        let len = tokio::time::timeout(wait, self.stream.read_i32())
+            .await
+            .ok()?
+            .ok()?;
+        let mut frame = vec![0u8; len as usize];
+        self.stream.read_exact(&mut frame).await.ok()?;
+        let mut frame = Bytes::from(frame);
+        let header =
+            ResponseHeader::decode(&mut frame, key.response_header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, self.next_id - 1);
+        Some(R::Response::decode(&mut frame, version).unwrap())
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(dir: &std::path::Path, extra: impl FnOnce(&mut SettingsArgs)) -> Broker {
+    let port = free_port();
+    let mut args = SettingsArgs {
+        kafka_listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(dir.to_path_buf()),
+        flush_interval: Some(Duration::from_millis(50)),
+        group_initial_rebalance_delay: Some(Duration::ZERO),
+        ..Default::default()
+    };
+    extra(&mut args);
+    Broker::start(args.validate().unwrap()).await.unwrap()
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn gid(v: &str) -> GroupId {
+    GroupId(s(v))
+}
+
+fn tname(v: &str) -> TopicName {
+    TopicName(s(v))
+}
+
+const SESSION_MS: i32 = 10_000;
+
+fn join_req(group: &str, member: &str, meta: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(gid(group))
+        .with_session_timeout_ms(SESSION_MS)
+        .with_rebalance_timeout_ms(15_000)
+        .with_member_id(s(member))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![
+            join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(Bytes::from(meta.to_string())),
+        ])
+}
+
+fn join_req_v(v: i16, group: &str, member: &str, meta: &str) -> JoinGroupRequest {
+    let req = join_req(group, member, meta);
+    if v == 0 {
+        req.with_rebalance_timeout_ms(-1)
+    } else {
+        req
+    }
+}
+
+/// JoinGroup at version `v`, including the MEMBER_ID_REQUIRED round of v4+.
+async fn join(c: &mut Client, v: i16, group: &str, meta: &str) -> JoinGroupResponse {
+    let first = c.send(v, &join_req_v(v, group, "", meta)).await;
+    if v < 4 {
+        return first;
+    }
+    assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+    assert!(!first.member_id.is_empty());
+    c.send(v, &join_req_v(v, group, first.member_id.as_str(), meta))
+        .await
+}
+
+fn sync_req(
+    group: &str,
+    member: &str,
+    generation: i32,
+    assignments: &[(&str, &str)],
+) -> SyncGroupRequest {
+    SyncGroupRequest::default()
+        .with_group_id(gid(group))
+        .with_generation_id(generation)
+        .with_member_id(s(member))
+        .with_assignments(
+            assignments
+                .iter()
+                .map(|(m, a)| {
+                    sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(s(m))
+                        .with_assignment(Bytes::from(a.to_string()))
+                })
+                .collect(),
+        )
+}
+
+/// A one-member Stable group: (member id, generation).
+async fn form_group(c: &mut Client, group: &str) -> (String, i32) {
+    let joined = join(c, 5, group, "meta").await;
+    assert_eq!(joined.error_code, 0, "join {group}");
+    let member = joined.member_id.as_str().to_string();
+    let synced = c
+        .send(
+            3,
+            &sync_req(group, &member, joined.generation_id, &[(&member, "asg")]),
+        )
+        .await;
+    assert_eq!(synced.error_code, 0);
+    assert_eq!(synced.assignment, Bytes::from("asg"));
+    (member, joined.generation_id)
+}
+
+fn heartbeat_req(group: &str, member: &str, generation: i32) -> HeartbeatRequest {
+    HeartbeatRequest::default()
+        .with_group_id(gid(group))
+        .with_member_id(s(member))
+        .with_generation_id(generation)
+}
+
+fn commit_req(
+    group: &str,
+    member: &str,
+    generation: i32,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    metadata: Option<&str>,
+) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(gid(group))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(s(member))
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(tname(topic))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(partition)
+                        .with_committed_offset(offset)
+                        .with_committed_metadata(metadata.map(s)),
+                ]),
+        ])
+}
+
+fn commit_error(resp: &OffsetCommitResponse) -> i16 {
+    resp.topics[0].partitions[0].error_code
+}
+
+/// OffsetFetch v7 of one partition: (offset, metadata, error).
+async fn fetch_offset(
+    c: &mut Client,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> (i64, String, i16) {
+    let req = OffsetFetchRequest::default()
+        .with_group_id(gid(group))
+        .with_topics(Some(vec![
+            offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(tname(topic))
+                .with_partition_indexes(vec![partition]),
+        ]));
+    let resp = c.send(7, &req).await;
+    assert_eq!(resp.error_code, 0);
+    let p = &resp.topics[0].partitions[0];
+    (
+        p.committed_offset,
+        p.metadata
+            .as_ref()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default(),
+        p.error_code,
+    )
+}
+
+async fn create_topic(c: &mut Client, name: &str, partitions: i32) {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(tname(name))
+                .with_num_partitions(partitions)
+                .with_replication_factor(-1),
+        ]);
+    assert_eq!(c.send(5, &req).await.topics[0].error_code, 0);
+}
+
+const GROUP_KEYS: &[ApiKey] = &[
+    ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::OffsetDelete,
+    ApiKey::ListGroups,
+    ApiKey::DescribeGroups,
+    ApiKey::DeleteGroups,
+];
+
+/// Every group API answers correctly at every version it advertises (and no other
+/// version is advertised). A field set outside its version would make the encoder fail
+/// and close the connection, which fails these tests.
+#[tokio::test]
+async fn every_advertised_group_api_version_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let port = i32::from(broker.kafka_addr.port());
+    let mut c = Client::connect(broker.kafka_addr).await;
+    create_topic(&mut c, "t", 2).await;
+    let versions = c.send(3, &ApiVersionsRequest::default()).await.api_keys;
+    let advertised = |k: ApiKey| {
+        let v = versions
+            .iter()
+            .find(|a| a.api_key == k as i16)
+            .unwrap_or_else(|| panic!("{k:?} is not advertised"));
+        (v.min_version, v.max_version)
+    };
+    let expected: &[(ApiKey, (i16, i16))] = &[
+        (ApiKey::FindCoordinator, (0, 4)),
+        (ApiKey::JoinGroup, (0, 8)),
+        (ApiKey::SyncGroup, (0, 5)),
+        (ApiKey::Heartbeat, (0, 4)),
+        (ApiKey::LeaveGroup, (0, 4)),
+        (ApiKey::OffsetCommit, (2, 8)),
+        (ApiKey::OffsetFetch, (1, 8)),
+        (ApiKey::OffsetDelete, (0, 0)),
+        (ApiKey::ListGroups, (0, 4)),
+        (ApiKey::DescribeGroups, (0, 5)),
+        (ApiKey::DeleteGroups, (0, 2)),
+    ];
+    assert_eq!(expected.len(), GROUP_KEYS.len());
+    for (key, range) in expected {
+        assert_eq!(advertised(*key), *range, "{key:?}");
+    }
+
+    for &key in GROUP_KEYS {
+        let (min, max) = advertised(key);
+        for v in min..=max {
+            let label = format!("{key:?} v{v}");
+            match key {
+                ApiKey::FindCoordinator => {
+                    if v >= 4 {
+                        let req = FindCoordinatorRequest::default()
+                            .with_key_type(0)
+                            .with_coordinator_keys(vec![s("g1"), s("g2")]);
+                        let resp = c.send(v, &req).await;
+                        assert_eq!(resp.coordinators.len(), 2, "{label}");
+                        for co in &resp.coordinators {
+                            assert_eq!(
+                                (co.error_code, co.node_id.0, co.port),
+                                (0, 0, port),
+                                "{label}"
+                            );
+                        }
+                        let txn = FindCoordinatorRequest::default()
+                            .with_key_type(1)
+                            .with_coordinator_keys(vec![s("txn")]);
+                        let co = &c.send(v, &txn).await.coordinators[0];
+                        assert_eq!(co.error_code, ResponseError::InvalidRequest.code());
+                        assert!(
+                            co.error_message
+                                .as_ref()
+                                .is_some_and(|m| m.contains("transactions"))
+                        );
+                    } else {
+                        let resp = c
+                            .send(v, &FindCoordinatorRequest::default().with_key(s("g")))
+                            .await;
+                        assert_eq!(
+                            (resp.error_code, resp.node_id.0, resp.port),
+                            (0, 0, port),
+                            "{label}"
+                        );
+                        assert_eq!(resp.host.as_str(), "127.0.0.1");
+                        if v >= 1 {
+                            let txn = FindCoordinatorRequest::default()
+                                .with_key(s("txn"))
+                                .with_key_type(1);
+                            let resp = c.send(v, &txn).await;
+                            assert_eq!(resp.error_code, ResponseError::InvalidRequest.code());
+                            assert_eq!(resp.node_id.0, -1);
+                        }
+                    }
+                }
+                ApiKey::JoinGroup => {
+                    let group = format!("join-v{v}");
+                    let resp = join(&mut c, v, &group, "m").await;
+                    assert_eq!(resp.error_code, 0, "{label}");
+                    assert_eq!(resp.generation_id, 1, "{label}");
+                    assert_eq!(resp.leader, resp.member_id, "{label}");
+                    assert_eq!(
+                        resp.protocol_name.as_ref().map(|p| p.as_str()),
+                        Some("range")
+                    );
+                    assert_eq!(resp.members.len(), 1, "{label}");
+                    assert_eq!(resp.members[0].metadata, Bytes::from("m"));
+                    if v >= 7 {
+                        assert_eq!(
+                            resp.protocol_type.as_ref().map(|p| p.as_str()),
+                            Some("consumer")
+                        );
+                    }
+                    if v >= 5 {
+                        // A static member: no MEMBER_ID_REQUIRED round.
+                        let group = format!("join-static-v{v}");
+                        let req =
+                            join_req(&group, "", "m").with_group_instance_id(Some(s("instance-1")));
+                        let resp = c.send(v, &req).await;
+                        assert_eq!(resp.error_code, 0, "{label} static");
+                        assert!(resp.member_id.starts_with("instance-1-"));
+                        assert_eq!(
+                            resp.members[0]
+                                .group_instance_id
+                                .as_ref()
+                                .map(|i| i.as_str()),
+                            Some("instance-1")
+                        );
+                    }
+                    if v >= 8 {
+                        let req = join_req(&format!("join-reason-v{v}"), "", "m")
+                            .with_reason(Some(s("testing")));
+                        assert_eq!(
+                            c.send(v, &req).await.error_code,
+                            ResponseError::MemberIdRequired.code()
+                        );
+                    }
+                }
+                ApiKey::SyncGroup => {
+                    let group = format!("sync-v{v}");
+                    let joined = join(&mut c, 5, &group, "m").await;
+                    let member = joined.member_id.as_str().to_string();
+                    let mut req =
+                        sync_req(&group, &member, joined.generation_id, &[(&member, "p0,p1")]);
+                    if v >= 5 {
+                        req = req
+                            .with_protocol_type(Some(s("consumer")))
+                            .with_protocol_name(Some(s("range")));
+                    }
+                    let resp = c.send(v, &req).await;
+                    assert_eq!(resp.error_code, 0, "{label}");
+                    assert_eq!(resp.assignment, Bytes::from("p0,p1"), "{label}");
+                    if v >= 5 {
+                        assert_eq!(
+                            resp.protocol_name.as_ref().map(|p| p.as_str()),
+                            Some("range")
+                        );
+                        let wrong = sync_req(&group, &member, joined.generation_id, &[])
+                            .with_protocol_type(Some(s("connect")));
+                        assert_eq!(
+                            c.send(v, &wrong).await.error_code,
+                            ResponseError::InconsistentGroupProtocol.code()
+                        );
+                    }
+                    let stale = sync_req(&group, &member, joined.generation_id + 1, &[]);
+                    assert_eq!(
+                        c.send(v, &stale).await.error_code,
+                        ResponseError::IllegalGeneration.code(),
+                        "{label}"
+                    );
+                }
+                ApiKey::Heartbeat => {
+                    let group = format!("hb-v{v}");
+                    let (member, generation) = form_group(&mut c, &group).await;
+                    let resp = c.send(v, &heartbeat_req(&group, &member, generation)).await;
+                    assert_eq!(resp.error_code, 0, "{label}");
+                    let resp = c
+                        .send(v, &heartbeat_req(&group, &member, generation - 1))
+                        .await;
+                    assert_eq!(resp.error_code, ResponseError::IllegalGeneration.code());
+                    let resp = c
+                        .send(v, &heartbeat_req(&group, "nobody", generation))
+                        .await;
+                    assert_eq!(resp.error_code, ResponseError::UnknownMemberId.code());
+                }
+                ApiKey::LeaveGroup => {
+                    let group = format!("leave-v{v}");
+                    let (member, _) = form_group(&mut c, &group).await;
+                    let req = if v >= 3 {
+                        LeaveGroupRequest::default()
+                            .with_group_id(gid(&group))
+                            .with_members(vec![
+                                leave_group_request::MemberIdentity::default()
+                                    .with_member_id(s(&member)),
+                                leave_group_request::MemberIdentity::default()
+                                    .with_member_id(s("stranger")),
+                            ])
+                    } else {
+                        LeaveGroupRequest::default()
+                            .with_group_id(gid(&group))
+                            .with_member_id(s(&member))
+                    };
+                    let resp = c.send(v, &req).await;
+                    assert_eq!(resp.error_code, 0, "{label}");
+                    if v >= 3 {
+                        let codes: Vec<i16> = resp.members.iter().map(|m| m.error_code).collect();
+                        assert_eq!(codes, vec![0, ResponseError::UnknownMemberId.code()]);
+                    }
+                    let d = c
+                        .send(
+                            5,
+                            &DescribeGroupsRequest::default().with_groups(vec![gid(&group)]),
+                        )
+                        .await;
+                    assert_eq!(d.groups[0].group_state.as_str(), "Empty", "{label}");
+                }
+                ApiKey::OffsetCommit => {
+                    let group = format!("commit-v{v}");
+                    let meta = format!("meta-{v}");
+                    let mut req =
+                        commit_req(&group, "", -1, "t", 1, 40 + i64::from(v), Some(&meta));
+                    if v >= 6 {
+                        req.topics[0].partitions[0].committed_leader_epoch = 3;
+                    }
+                    let resp = c.send(v, &req).await;
+                    assert_eq!(commit_error(&resp), 0, "{label}");
+                    let (offset, metadata, error) = fetch_offset(&mut c, &group, "t", 1).await;
+                    assert_eq!(
+                        (offset, metadata.as_str(), error),
+                        (40 + i64::from(v), meta.as_str(), 0)
+                    );
+                    // Unknown partitions and oversized metadata are refused per partition.
+                    let resp = c
+                        .send(v, &commit_req(&group, "", -1, "t", 9, 1, None))
+                        .await;
+                    assert_eq!(
+                        commit_error(&resp),
+                        ResponseError::UnknownTopicOrPartition.code()
+                    );
+                    let big = "x".repeat(5000);
+                    let resp = c
+                        .send(v, &commit_req(&group, "", -1, "t", 0, 1, Some(&big)))
+                        .await;
+                    assert_eq!(
+                        commit_error(&resp),
+                        ResponseError::OffsetMetadataTooLarge.code()
+                    );
+                    // A member of a live group needs its generation.
+                    let live = format!("commit-live-v{v}");
+                    let (member, generation) = form_group(&mut c, &live).await;
+                    let ok = c
+                        .send(v, &commit_req(&live, &member, generation, "t", 0, 5, None))
+                        .await;
+                    assert_eq!(commit_error(&ok), 0, "{label}");
+                    let stale = c
+                        .send(
+                            v,
+                            &commit_req(&live, &member, generation + 1, "t", 0, 5, None),
+                        )
+                        .await;
+                    assert_eq!(
+                        commit_error(&stale),
+                        ResponseError::IllegalGeneration.code()
+                    );
+                    let simple = c.send(v, &commit_req(&live, "", -1, "t", 0, 5, None)).await;
+                    assert_eq!(commit_error(&simple), ResponseError::UnknownMemberId.code());
+                }
+                ApiKey::OffsetFetch => {
+                    let group = format!("fetch-v{v}");
+                    let resp = c
+                        .send(5, &commit_req(&group, "", -1, "t", 0, 77, Some("md")))
+                        .await;
+                    assert_eq!(commit_error(&resp), 0);
+                    if v >= 8 {
+                        let req = OffsetFetchRequest::default().with_groups(vec![
+                            offset_fetch_request::OffsetFetchRequestGroup::default()
+                                .with_group_id(gid(&group))
+                                .with_topics(None),
+                            offset_fetch_request::OffsetFetchRequestGroup::default()
+                                .with_group_id(gid("never-used"))
+                                .with_topics(Some(vec![
+                                    offset_fetch_request::OffsetFetchRequestTopics::default()
+                                        .with_name(tname("t"))
+                                        .with_partition_indexes(vec![0, 1]),
+                                ])),
+                        ]);
+                        let resp = c.send(v, &req).await;
+                        assert_eq!(resp.groups.len(), 2, "{label}");
+                        let g0 = &resp.groups[0];
+                        assert_eq!(g0.error_code, 0);
+                        assert_eq!(g0.topics[0].partitions[0].committed_offset, 77);
+                        assert_eq!(
+                            g0.topics[0].partitions[0]
+                                .metadata
+                                .as_ref()
+                                .map(|m| m.as_str()),
+                            Some("md")
+                        );
+                        let g1 = &resp.groups[1];
+                        let offsets: Vec<i64> = g1.topics[0]
+                            .partitions
+                            .iter()
+                            .map(|p| p.committed_offset)
+                            .collect();
+                        assert_eq!(offsets, vec![-1, -1], "{label}");
+                    } else {
+                        let req = OffsetFetchRequest::default()
+                            .with_group_id(gid(&group))
+                            .with_topics(Some(vec![
+                                offset_fetch_request::OffsetFetchRequestTopic::default()
+                                    .with_name(tname("t"))
+                                    .with_partition_indexes(vec![0, 1]),
+                            ]));
+                        let resp = c.send(v, &req).await;
+                        let parts = &resp.topics[0].partitions;
+                        assert_eq!(
+                            parts.iter().map(|p| p.committed_offset).collect::<Vec<_>>(),
+                            vec![77, -1],
+                            "{label}"
+                        );
+                        assert_eq!(parts[0].metadata.as_ref().map(|m| m.as_str()), Some("md"));
+                        if v >= 2 {
+                            // All committed partitions when topics is null.
+                            let all = c
+                                .send(
+                                    v,
+                                    &OffsetFetchRequest::default()
+                                        .with_group_id(gid(&group))
+                                        .with_topics(None),
+                                )
+                                .await;
+                            assert_eq!(all.error_code, 0);
+                            assert_eq!(all.topics.len(), 1, "{label}");
+                            assert_eq!(all.topics[0].partitions.len(), 1);
+                            assert_eq!(all.topics[0].partitions[0].committed_offset, 77);
+                        }
+                    }
+                }
+                ApiKey::OffsetDelete => {
+                    let group = format!("delete-offsets-v{v}");
+                    let resp = c
+                        .send(5, &commit_req(&group, "", -1, "t", 0, 11, None))
+                        .await;
+                    assert_eq!(commit_error(&resp), 0);
+                    let req = OffsetDeleteRequest::default()
+                        .with_group_id(gid(&group))
+                        .with_topics(vec![
+                            offset_delete_request::OffsetDeleteRequestTopic::default()
+                                .with_name(tname("t"))
+                                .with_partitions(vec![
+                                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                                        .with_partition_index(0),
+                                ]),
+                        ]);
+                    let resp = c.send(v, &req).await;
+                    assert_eq!(resp.error_code, 0, "{label}");
+                    assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+                    assert_eq!(fetch_offset(&mut c, &group, "t", 0).await.0, -1);
+                    let unknown = req.clone().with_group_id(gid("no-such-group"));
+                    assert_eq!(
+                        c.send(v, &unknown).await.error_code,
+                        ResponseError::GroupIdNotFound.code()
+                    );
+                }
+                ApiKey::ListGroups => {
+                    let group = format!("list-v{v}");
+                    form_group(&mut c, &group).await;
+                    let resp = c.send(v, &ListGroupsRequest::default()).await;
+                    assert_eq!(resp.error_code, 0, "{label}");
+                    let found = resp
+                        .groups
+                        .iter()
+                        .find(|g| g.group_id.as_str() == group)
+                        .unwrap_or_else(|| panic!("{label}: {group} not listed"));
+                    assert_eq!(found.protocol_type.as_str(), "consumer");
+                    if v >= 4 {
+                        assert_eq!(found.group_state.as_str(), "Stable");
+                        let filtered = c
+                            .send(
+                                v,
+                                &ListGroupsRequest::default().with_states_filter(vec![s("empty")]),
+                            )
+                            .await;
+                        assert!(
+                            filtered
+                                .groups
+                                .iter()
+                                .all(|g| g.group_state.as_str() == "Empty")
+                        );
+                        assert!(!filtered.groups.iter().any(|g| g.group_id.as_str() == group));
+                    }
+                }
+                ApiKey::DescribeGroups => {
+                    let group = format!("describe-v{v}");
+                    let (member, _) = form_group(&mut c, &group).await;
+                    let req = DescribeGroupsRequest::default()
+                        .with_groups(vec![gid(&group), gid("no-such-group")]);
+                    let resp = c.send(v, &req).await;
+                    let g = &resp.groups[0];
+                    assert_eq!(
+                        (g.error_code, g.group_state.as_str()),
+                        (0, "Stable"),
+                        "{label}"
+                    );
+                    assert_eq!(g.protocol_type.as_str(), "consumer");
+                    assert_eq!(g.protocol_data.as_str(), "range");
+                    assert_eq!(g.members.len(), 1);
+                    let m = &g.members[0];
+                    assert_eq!(m.member_id.as_str(), member);
+                    assert_eq!(m.client_id.as_str(), "groups-test");
+                    assert_eq!(m.client_host.as_str(), "/127.0.0.1");
+                    assert_eq!(m.member_assignment, Bytes::from("asg"));
+                    assert_eq!(m.member_metadata, Bytes::from("meta"));
+                    assert_eq!(resp.groups[1].group_state.as_str(), "Dead");
+                }
+                ApiKey::DeleteGroups => {
+                    let group = format!("delete-v{v}");
+                    let resp = c
+                        .send(5, &commit_req(&group, "", -1, "t", 0, 1, None))
+                        .await;
+                    assert_eq!(commit_error(&resp), 0);
+                    let busy = format!("delete-busy-v{v}");
+                    form_group(&mut c, &busy).await;
+                    let req = DeleteGroupsRequest::default().with_groups_names(vec![
+                        gid(&group),
+                        gid(&busy),
+                        gid("no-such-group"),
+                    ]);
+                    let codes: Vec<i16> = c
+                        .send(v, &req)
+                        .await
+                        .results
+                        .iter()
+                        .map(|r| r.error_code)
+                        .collect();
+                    assert_eq!(
+                        codes,
+                        vec![
+                            0,
+                            ResponseError::NonEmptyGroup.code(),
+                            ResponseError::GroupIdNotFound.code()
+                        ],
+                        "{label}"
+                    );
+                    assert_eq!(fetch_offset(&mut c, &group, "t", 0).await.0, -1);
+                }
+                other => panic!("{other:?} has no case in this test"),
+            }
+        }
+    }
+    broker.shutdown().await.unwrap();
+}
+
+/// The rebalance protocol with members on their own connections: a second member joining
+/// a Stable group triggers one rebalance, the first member learns it from its heartbeat
+/// and rejoins with its member id, the leader gets every member's metadata, each
+/// follower waits in SyncGroup for the leader and gets its own assignment.
+#[tokio::test]
+async fn second_member_rebalance_on_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut a = Client::connect(broker.kafka_addr).await;
+    create_topic(&mut a, "t", 1).await;
+    let (a_id, gen1) = form_group(&mut a, "g").await;
+
+    let mut b = Client::connect(broker.kafka_addr).await;
+    let first = b.send(5, &join_req("g", "", "meta-b")).await;
+    assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+    let b_id = first.member_id.as_str().to_string();
+    // B's join waits for the rebalance to complete.
+    let b_join = tokio::spawn(async move {
+        let resp = b.send(5, &join_req("g", &b_id, "meta-b")).await;
+        (b, resp)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!b_join.is_finished());
+    let hb = a.send(4, &heartbeat_req("g", &a_id, gen1)).await;
+    assert_eq!(hb.error_code, ResponseError::RebalanceInProgress.code());
+    // A commits during the join phase: allowed at its (old) generation.
+    let commit = a
+        .send(8, &commit_req("g", &a_id, gen1, "t", 0, 1, None))
+        .await;
+    assert_eq!(commit_error(&commit), 0);
+    let a_join = a.send(5, &join_req("g", &a_id, "meta-a")).await;
+    assert_eq!(a_join.error_code, 0);
+    assert_eq!(a_join.member_id.as_str(), a_id, "A rejoined under its id");
+    assert_eq!(a_join.leader.as_str(), a_id);
+    assert_eq!(a_join.generation_id, gen1 + 1);
+    let mut metas: Vec<Bytes> = a_join.members.iter().map(|m| m.metadata.clone()).collect();
+    metas.sort();
+    assert_eq!(metas, vec![Bytes::from("meta-a"), Bytes::from("meta-b")]);
+    let (mut b, b_resp) = b_join.await.unwrap();
+    assert_eq!(b_resp.error_code, 0);
+    assert_eq!(b_resp.generation_id, gen1 + 1);
+    assert!(b_resp.members.is_empty(), "followers get no member list");
+    let b_id = b_resp.member_id.as_str().to_string();
+    let gen2 = a_join.generation_id;
+
+    // B syncs first and waits for the leader's assignment.
+    let b_sync = tokio::spawn(async move {
+        let resp = b.send(5, &sync_req("g", &b_id, gen2, &[])).await;
+        (b, b_id, resp)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!b_sync.is_finished());
+    let followers = a_join
+        .members
+        .iter()
+        .find(|m| m.member_id.as_str() != a_id)
+        .unwrap();
+    let a_sync = a
+        .send(
+            5,
+            &sync_req(
+                "g",
+                &a_id,
+                gen2,
+                &[
+                    (&a_id, "A-parts"),
+                    (followers.member_id.as_str(), "B-parts"),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(
+        (a_sync.error_code, a_sync.assignment.clone()),
+        (0, Bytes::from("A-parts"))
+    );
+    let (mut b, b_id, b_sync) = b_sync.await.unwrap();
+    assert_eq!(
+        (b_sync.error_code, b_sync.assignment),
+        (0, Bytes::from("B-parts"))
+    );
+    // Exactly one rebalance: both heartbeat fine at generation 2.
+    assert_eq!(
+        a.send(4, &heartbeat_req("g", &a_id, gen2)).await.error_code,
+        0
+    );
+    assert_eq!(
+        b.send(4, &heartbeat_req("g", &b_id, gen2)).await.error_code,
+        0
+    );
+    // B leaves: A is told to rejoin, and the group goes on without B.
+    let leave = b
+        .send(
+            1,
+            &LeaveGroupRequest::default()
+                .with_group_id(gid("g"))
+                .with_member_id(s(&b_id)),
+        )
+        .await;
+    assert_eq!(leave.error_code, 0);
+    let hb = a.send(4, &heartbeat_req("g", &a_id, gen2)).await;
+    assert_eq!(hb.error_code, ResponseError::RebalanceInProgress.code());
+    let again = a.send(5, &join_req("g", &a_id, "meta-a")).await;
+    assert_eq!(
+        (again.error_code, again.generation_id, again.members.len()),
+        (0, gen2 + 1, 1)
+    );
+    broker.shutdown().await.unwrap();
+}
+
+/// A member that stops heartbeating is evicted after its session timeout.
+#[tokio::test]
+async fn session_timeout_evicts_a_silent_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    let req = join_req("silent", "", "m").with_session_timeout_ms(6_000);
+    let id = c.send(5, &req).await.member_id;
+    let joined = c.send(5, &req.clone().with_member_id(id.clone())).await;
+    assert_eq!(joined.error_code, 0);
+    let synced = c
+        .send(
+            5,
+            &sync_req("silent", id.as_str(), joined.generation_id, &[]),
+        )
+        .await;
+    assert_eq!(synced.error_code, 0);
+    let describe = DescribeGroupsRequest::default().with_groups(vec![gid("silent")]);
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
+    assert_eq!(
+        c.send(5, &describe).await.groups[0].group_state.as_str(),
+        "Stable"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let d = c.send(5, &describe).await;
+    assert_eq!(d.groups[0].group_state.as_str(), "Empty");
+    assert!(d.groups[0].members.is_empty());
+    let hb = c
+        .send(
+            4,
+            &heartbeat_req("silent", id.as_str(), joined.generation_id),
+        )
+        .await;
+    assert_eq!(hb.error_code, ResponseError::UnknownMemberId.code());
+    broker.shutdown().await.unwrap();
+}
+
+/// Offsets and the group's generation survive a restart; after it, the group's old
+/// member is told to rejoin and is taken back under its member id.
+#[tokio::test]
+async fn offsets_and_generation_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    create_topic(&mut c, "t", 1).await;
+    let (member, generation) = form_group(&mut c, "durable").await;
+    let resp = c
+        .send(
+            8,
+            &commit_req("durable", &member, generation, "t", 0, 1234, Some("meta")),
+        )
+        .await;
+    assert_eq!(commit_error(&resp), 0);
+    broker.shutdown().await.unwrap();
+
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    assert_eq!(
+        fetch_offset(&mut c, "durable", "t", 0).await,
+        (1234, "meta".to_string(), 0)
+    );
+    // The member of the stored generation may still commit, and is told to rejoin.
+    let resp = c
+        .send(
+            8,
+            &commit_req("durable", &member, generation, "t", 0, 1300, None),
+        )
+        .await;
+    assert_eq!(commit_error(&resp), 0);
+    let hb = c
+        .send(4, &heartbeat_req("durable", &member, generation))
+        .await;
+    assert_eq!(hb.error_code, ResponseError::RebalanceInProgress.code());
+    let joined = c.send(5, &join_req("durable", &member, "meta")).await;
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(joined.member_id.as_str(), member);
+    assert_eq!(joined.generation_id, generation + 1, "generations continue");
+    assert_eq!(fetch_offset(&mut c, "durable", "t", 0).await.0, 1300);
+    broker.shutdown().await.unwrap();
+}
+
+/// `__consumer_offsets` exists, is internal, takes no produce and cannot be deleted.
+#[tokio::test]
+async fn the_coordinator_topic_is_internal() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    let md = c
+        .send(12, &MetadataRequest::default().with_topics(None))
+        .await;
+    let topic = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some("__consumer_offsets"))
+        .expect("__consumer_offsets exists");
+    assert!(topic.is_internal);
+    assert_eq!(topic.partitions.len(), 50);
+    assert!(
+        md.topics
+            .iter()
+            .filter(|t| t.name.as_ref().map(|n| n.as_str()) != Some("__consumer_offsets"))
+            .all(|t| !t.is_internal)
+    );
+    let mut batch = BytesMut::new();
+    kafka_protocol::records::RecordBatchEncoder::encode(
+        &mut batch,
+        &[kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1,
+            key: None,
+            value: Some(Bytes::from_static(b"nope")),
+            headers: Default::default(),
+        }],
+        &kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression: kafka_protocol::records::Compression::None,
+        },
+    )
+    .unwrap();
+    let produce = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(tname("__consumer_offsets"))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch.freeze())),
+                ]),
+        ]);
+    let resp = c.send(9, &produce).await;
+    assert_eq!(
+        resp.responses[0].partition_responses[0].error_code,
+        ResponseError::InvalidTopicException.code()
+    );
+    let delete = DeleteTopicsRequest::default().with_topic_names(vec![tname("__consumer_offsets")]);
+    assert_eq!(
+        c.send(4, &delete).await.responses[0].error_code,
+        ResponseError::InvalidTopicException.code()
+    );
+    broker.shutdown().await.unwrap();
+    // A restart finds the topic and does not create it again.
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    let md = c
+        .send(
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(tname("__consumer_offsets"))),
+            ])),
+        )
+        .await;
+    assert_eq!(md.topics[0].error_code, 0);
+    assert_eq!(md.topics[0].partitions.len(), 50);
+    broker.shutdown().await.unwrap();
+}
+
+/// Offsets of an empty group expire after the retention; the group then disappears.
+/// Offsets of a group with members do not.
+#[tokio::test]
+async fn offsets_of_empty_groups_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |a| {
+        a.offsets_retention = Some(Duration::from_secs(1));
+    })
+    .await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    create_topic(&mut c, "t", 1).await;
+    let resp = c
+        .send(8, &commit_req("idle", "", -1, "t", 0, 5, None))
+        .await;
+    assert_eq!(commit_error(&resp), 0);
+    let (member, generation) = form_group(&mut c, "busy").await;
+    let resp = c
+        .send(8, &commit_req("busy", &member, generation, "t", 0, 6, None))
+        .await;
+    assert_eq!(commit_error(&resp), 0);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(
+        c.send(4, &heartbeat_req("busy", &member, generation))
+            .await
+            .error_code,
+        0
+    );
+    let stats = broker.groups.sweep_once().await.unwrap();
+    assert_eq!(stats.offsets_expired, 1, "{stats:?}");
+    assert_eq!(stats.groups_deleted, 1, "{stats:?}");
+    assert_eq!(fetch_offset(&mut c, "idle", "t", 0).await.0, -1);
+    assert_eq!(fetch_offset(&mut c, "busy", "t", 0).await.0, 6);
+    let listed = c.send(3, &ListGroupsRequest::default()).await;
+    let names: Vec<&str> = listed.groups.iter().map(|g| g.group_id.as_str()).collect();
+    assert_eq!(names, vec!["busy"]);
+    broker.shutdown().await.unwrap();
+}
+
+/// Invalid group ids, session timeouts, unknown members and unknown groups get Kafka's
+/// error codes.
+#[tokio::test]
+async fn invalid_requests_get_kafka_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    create_topic(&mut c, "t", 1).await;
+    assert_eq!(
+        c.send(5, &join_req("", "", "m")).await.error_code,
+        ResponseError::InvalidGroupId.code()
+    );
+    assert_eq!(
+        c.send(5, &join_req("g", "", "m").with_session_timeout_ms(10))
+            .await
+            .error_code,
+        ResponseError::InvalidSessionTimeout.code()
+    );
+    assert_eq!(
+        c.send(5, &join_req("g", "made-up-id", "m"))
+            .await
+            .error_code,
+        ResponseError::UnknownMemberId.code()
+    );
+    assert_eq!(
+        c.send(4, &heartbeat_req("unknown-group", "m", 1))
+            .await
+            .error_code,
+        ResponseError::UnknownMemberId.code()
+    );
+    assert_eq!(
+        c.send(3, &sync_req("unknown-group", "m", 1, &[]))
+            .await
+            .error_code,
+        ResponseError::UnknownMemberId.code()
+    );
+    let resp = c
+        .send(8, &commit_req("unknown-group", "m", 3, "t", 0, 1, None))
+        .await;
+    assert_eq!(commit_error(&resp), ResponseError::IllegalGeneration.code());
+    broker.shutdown().await.unwrap();
+}
