@@ -133,7 +133,10 @@ impl LogManager {
         let cluster_record = meta.init_cluster().await?;
         let index = meta.cluster_index().await?;
         let manager = Arc::new(LogManager {
-            read_cache: RunCache::new(settings.read_cache_bytes),
+            read_cache: RunCache::new(settings.read_cache_bytes).with_counters(
+                metrics.read_cache_hits.clone(),
+                metrics.read_cache_misses.clone(),
+            ),
             uploader: Arc::new(Uploader::new(
                 settings.object_target_bytes,
                 settings.flush_interval,

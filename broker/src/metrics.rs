@@ -67,6 +67,9 @@ pub struct Metrics {
     /// unclean: the dead broker's unuploaded tail is lost).
     pub clean_failovers: Counter,
     pub unclean_failovers: Counter,
+    /// Reads of committed runs answered by the in-memory run cache, and from the bucket.
+    pub read_cache_hits: Counter,
+    pub read_cache_misses: Counter,
     /// Bytes produced and fetched over all topics (not exported; see TopicCounters).
     pub total_in: Counter,
     pub total_out: Counter,
@@ -210,7 +213,21 @@ impl Metrics {
         let unclean_failovers = failovers
             .get_or_create(&KindLabel { kind: "unclean" })
             .clone();
+        let read_cache = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "read_cache_requests",
+            "Reads behind the in-memory tail, by result: hit (run cache) or miss (ranged GET from the bucket)",
+            read_cache.clone(),
+        );
+        let read_cache_hits = read_cache
+            .get_or_create(&ResultLabel { result: "hit" })
+            .clone();
+        let read_cache_misses = read_cache
+            .get_or_create(&ResultLabel { result: "miss" })
+            .clone();
         Metrics {
+            read_cache_hits,
+            read_cache_misses,
             clean_failovers,
             unclean_failovers,
             autoscale_recommended_brokers,
@@ -278,6 +295,11 @@ pub struct StateCollector {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabel {
     direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

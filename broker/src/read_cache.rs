@@ -18,6 +18,9 @@ type Key = (String, u64);
 pub struct RunCache {
     capacity: u64,
     inner: Mutex<Inner>,
+    /// Lookups answered from memory / from the bucket (the hit ratio's two halves).
+    hits: prometheus_client::metrics::counter::Counter,
+    misses: prometheus_client::metrics::counter::Counter,
 }
 
 #[derive(Debug, Default)]
@@ -32,14 +35,29 @@ impl RunCache {
         RunCache {
             capacity,
             inner: Mutex::new(Inner::default()),
+            hits: Default::default(),
+            misses: Default::default(),
         }
+    }
+
+    /// Counts hits and misses into these (registered) counters.
+    pub fn with_counters(
+        mut self,
+        hits: prometheus_client::metrics::counter::Counter,
+        misses: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        self.hits = hits;
+        self.misses = misses;
+        self
     }
 
     pub async fn get_or_load(&self, storage: &ObjectStorage, run: &RunLocation) -> Result<Bytes> {
         let key: Key = (run.key.to_string(), run.position);
         if let Some(hit) = self.lock().map.get(&key).cloned() {
+            self.hits.inc();
             return Ok(hit);
         }
+        self.misses.inc();
         let data = storage
             .read_range(&run.key, run.position, run.length)
             .await?;

@@ -1069,3 +1069,74 @@ async fn invalid_requests_get_kafka_errors() {
     assert_eq!(commit_error(&resp), ResponseError::IllegalGeneration.code());
     broker.shutdown().await.unwrap();
 }
+
+/// When this broker stops coordinating a group's slot, the group is dropped: waiting and
+/// new requests get NOT_COORDINATOR. When it coordinates the slot again (at a new epoch),
+/// the group is loaded from the store and its member is taken back under its id.
+#[tokio::test]
+async fn losing_a_slot_drops_its_groups_and_regaining_it_reloads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut a = Client::connect(broker.kafka_addr).await;
+    let (a_id, gen1) = form_group(&mut a, "moving").await;
+    // B's join waits for A to rejoin.
+    let mut b = Client::connect(broker.kafka_addr).await;
+    let b_id = b.send(5, &join_req("moving", "", "b")).await.member_id;
+    let b_join = tokio::spawn(async move {
+        b.send(5, &join_req("moving", b_id.as_str(), "b"))
+            .await
+            .error_code
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!b_join.is_finished());
+
+    let slot = cirrus_broker::groups::slot_of("moving");
+    let p = broker
+        .logs
+        .partition(cirrus_broker::groups::OFFSETS_TOPIC, slot as i32)
+        .unwrap();
+    broker.logs.disown(std::slice::from_ref(&p));
+    let code = tokio::time::timeout(Duration::from_secs(5), b_join)
+        .await
+        .expect("the waiting join is answered")
+        .unwrap();
+    assert_eq!(code, ResponseError::NotCoordinator.code());
+    assert_eq!(
+        a.send(4, &heartbeat_req("moving", &a_id, gen1))
+            .await
+            .error_code,
+        ResponseError::NotCoordinator.code()
+    );
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(gid("moving"))
+        .with_topics(None);
+    assert_eq!(
+        a.send(7, &fetch).await.error_code,
+        ResponseError::NotCoordinator.code()
+    );
+    // Other slots are unaffected.
+    let other = (0..)
+        .map(|i| format!("other-{i}"))
+        .find(|g| cirrus_broker::groups::slot_of(g) != slot)
+        .unwrap();
+    form_group(&mut a, &other).await;
+
+    // The slot comes back at a new epoch: the group reloads from the store.
+    let index = broker.logs.meta.cluster_index().await.unwrap();
+    broker
+        .logs
+        .load_partitions(&[(p, 7)], &index)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.send(4, &heartbeat_req("moving", &a_id, gen1))
+            .await
+            .error_code,
+        ResponseError::RebalanceInProgress.code()
+    );
+    let again = a.send(5, &join_req("moving", &a_id, "meta")).await;
+    assert_eq!(again.error_code, 0);
+    assert_eq!(again.member_id.as_str(), a_id);
+    assert!(again.generation_id > gen1);
+    broker.shutdown().await.unwrap();
+}

@@ -525,3 +525,50 @@ def test_autoscale_signal_scale_out_and_in(cluster):
         fleet.wait_progress(mark, 10, timeout=30, what="after scale-in")
     fleet.assert_clean()
     verify_topic(c.bootstrap(), TOPIC, PARTS, [fleet], context=c.diagnostics)
+
+
+def test_standalone_controller_places_partitions_and_hands_over(cluster, tmp_path):
+    """`cirrus controller` (no Kafka listener) wins the election when it starts first, places
+    the partitions of a new topic on the brokers, and on SIGTERM resigns so a broker takes over."""
+    import signal
+    import subprocess
+
+    from conftest import _kill_group, cirrus_binary, parent_death_prefix, tail
+
+    c = cluster(2, start=False)
+    log_path = tmp_path / "controller.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            parent_death_prefix() + [str(cirrus_binary()), "controller", "--etcd-endpoints", c.etcd.client_url,
+                                     "--session-ttl", c.session_ttl],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while b"campaigning" not in log_path.read_bytes():
+            assert proc.poll() is None, f"controller exited {proc.returncode}:\n{tail(log_path)}"
+            assert time.monotonic() < deadline, tail(log_path)
+            time.sleep(0.1)
+        time.sleep(1)  # one election tick: the standalone controller holds the key first
+        for b in c.brokers:
+            b.start()
+        c.wait_brokers({0, 1})
+        out = c.admin_ok("cluster").stdout
+        assert "controller: none" in out, out  # the controller is not a broker
+        c.create_topic(TOPIC, PARTS)
+        leaders = c.wait_online(TOPIC, PARTS)
+        assert balanced(leaders, [0, 1]), leaders
+        with fleet_for(c, producers=1) as fleet:
+            fleet.wait_acked(200, timeout=30)
+        fleet.assert_clean()
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, tail(log_path)
+        deadline = time.monotonic() + 15
+        while c.admin_controller() not in (0, 1):
+            assert time.monotonic() < deadline, c.admin_ok("cluster").stdout + c.diagnostics()
+            time.sleep(0.2)
+        verify_topic(c.bootstrap(), TOPIC, PARTS, [fleet], context=c.diagnostics)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+            proc.wait(timeout=10)

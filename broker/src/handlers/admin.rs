@@ -49,10 +49,18 @@ fn brokers(ctx: &Ctx) -> Vec<(i32, String, i32)> {
     }
 }
 
-/// The controller's id, -1 when there is none right now.
+/// The controller id told to Kafka clients. They send admin requests (CreateTopics,
+/// DeleteTopics, ...) there, and every broker handles those, so when the elected
+/// controller is not a live broker (a standalone `cirrus controller`, or an election in
+/// progress) this broker names itself rather than leaving clients without one.
 fn controller_id(ctx: &Ctx) -> i32 {
     match &ctx.member {
-        Some(member) => member.view().controller.unwrap_or(-1),
+        Some(member) => {
+            let view = member.view();
+            view.controller
+                .filter(|id| view.brokers.contains_key(id))
+                .unwrap_or(ctx.settings.node_id)
+        }
         None => ctx.settings.node_id,
     }
 }
