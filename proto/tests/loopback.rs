@@ -97,6 +97,15 @@ impl Admin for Fake {
     ) -> Result<Response<UndrainBrokerResponse>, Status> {
         Ok(Response::new(UndrainBrokerResponse {}))
     }
+    async fn get_autoscale(
+        &self,
+        _: Request<GetAutoscaleRequest>,
+    ) -> Result<Response<GetAutoscaleResponse>, Status> {
+        Ok(Response::new(GetAutoscaleResponse {
+            recommended_brokers: 2,
+            ..Default::default()
+        }))
+    }
     type RebalanceStream = ProgressStream;
     async fn rebalance(
         &self,
