@@ -1685,6 +1685,7 @@ PARTITION  STREAM ID  OWNER  EPOCH  MOVING TO  ONLINE  LOG START  HIGH WATERMARK
                 vec![],
                 vec![],
                 vec![],
+                vec![],
                 vec![
                     "moved 0/3 partitions (3 remaining) in 0.0s".to_string(),
                     "moved 1/3 partitions (2 remaining) in 1.2s".to_string(),

@@ -11,8 +11,11 @@
 //!   partitions.
 //! - **Load** of a broker: owner records with `broker == it` and no pending move, plus
 //!   owner records whose `moving_to == it` (a partition in flight counts for its
-//!   destination). Ties are broken by `bytes_in_per_sec` from the load reports (lower
-//!   first; a broker without a report counts as 0), then by the lower id.
+//!   destination), counted per **class**: data partitions, and partitions of internal
+//!   topics (`__*`, the group coordinator slots), which carry no data and are balanced
+//!   on their own. Ties are broken by the broker's total load, then `bytes_in_per_sec`
+//!   from the load reports (lower first; a broker without a report counts as 0), then by
+//!   the lower id.
 //! - **Least loaded eligible**: the eligible broker with the smallest load; every
 //!   assignment made while planning raises the destination's load at once, so a batch
 //!   of placements spreads evenly.
@@ -94,11 +97,22 @@ impl Default for Policy {
     }
 }
 
+/// Load classes, balanced independently: data partitions, and the partitions of
+/// internal topics (names starting with `__`, e.g. the group coordinator slots of
+/// `__consumer_offsets`), which carry no data. Balancing them apart keeps data partitions
+/// even however the 50 slots are spread.
+const CLASSES: usize = 2;
+
+/// The load class of a topic's partitions.
+fn class_of(topic: &str) -> usize {
+    usize::from(topic.starts_with("__"))
+}
+
 /// Per-broker load accounting while planning.
 #[derive(Debug)]
 struct Loads {
-    /// Eligible brokers: id → (load, bytes in per second).
-    eligible: BTreeMap<i32, (usize, f64)>,
+    /// Eligible brokers: id → (load per class, bytes in per second).
+    eligible: BTreeMap<i32, ([usize; CLASSES], f64)>,
 }
 
 impl Loads {
@@ -109,17 +123,17 @@ impl Loads {
             .iter()
             .map(|l| (l.id, l.bytes_in_per_sec))
             .collect();
-        let mut eligible: BTreeMap<i32, (usize, f64)> = live
+        let mut eligible: BTreeMap<i32, ([usize; CLASSES], f64)> = live
             .iter()
             .filter(|id| !view.drains.contains(id) && Some(**id) != exclude)
             .map(|id| {
                 let rate = bytes_in.get(id).copied().filter(|r| r.is_finite());
-                (*id, (0, rate.unwrap_or(0.0)))
+                (*id, ([0; CLASSES], rate.unwrap_or(0.0)))
             })
             .collect();
         for (owner, _) in &view.owners {
             if let Some(slot) = eligible.get_mut(&counted_for(owner)) {
-                slot.0 += 1;
+                slot.0[class_of(&owner.topic)] += 1;
             }
         }
         Self { eligible }
@@ -129,24 +143,29 @@ impl Loads {
         self.eligible.contains_key(&id)
     }
 
-    fn least_loaded(&self) -> Option<i32> {
+    /// Order of brokers by load in `class`, then total load, then bytes in.
+    fn key(entry: &([usize; CLASSES], f64), class: usize) -> (usize, usize) {
+        (entry.0[class], entry.0.iter().sum())
+    }
+
+    fn least_loaded(&self, class: usize) -> Option<i32> {
         self.eligible
             .iter()
             .min_by(|a, b| {
-                (a.1.0)
-                    .cmp(&b.1.0)
+                Self::key(a.1, class)
+                    .cmp(&Self::key(b.1, class))
                     .then(a.1.1.total_cmp(&b.1.1))
                     .then(a.0.cmp(b.0))
             })
             .map(|(id, _)| *id)
     }
 
-    fn most_loaded(&self) -> Option<i32> {
+    fn most_loaded(&self, class: usize) -> Option<i32> {
         self.eligible
             .iter()
             .max_by(|a, b| {
-                (a.1.0)
-                    .cmp(&b.1.0)
+                Self::key(a.1, class)
+                    .cmp(&Self::key(b.1, class))
                     .then(a.1.1.total_cmp(&b.1.1))
                     // Among equals prefer the lower id, as least_loaded does.
                     .then(b.0.cmp(a.0))
@@ -154,25 +173,25 @@ impl Loads {
             .map(|(id, _)| *id)
     }
 
-    fn load(&self, id: i32) -> usize {
-        self.eligible.get(&id).map_or(0, |s| s.0)
+    fn load(&self, id: i32, class: usize) -> usize {
+        self.eligible.get(&id).map_or(0, |s| s.0[class])
     }
 
-    /// Moves one unit of load from `from` (if eligible) to `to` (if eligible).
-    fn shift(&mut self, from: Option<i32>, to: i32) {
+    /// Moves one unit of `class` load from `from` (if eligible) to `to` (if eligible).
+    fn shift(&mut self, from: Option<i32>, to: i32, class: usize) {
         if let Some(slot) = from.and_then(|f| self.eligible.get_mut(&f)) {
-            slot.0 = slot.0.saturating_sub(1);
+            slot.0[class] = slot.0[class].saturating_sub(1);
         }
         if let Some(slot) = self.eligible.get_mut(&to) {
-            slot.0 += 1;
+            slot.0[class] += 1;
         }
     }
 
-    /// The least loaded eligible broker, charged with one more partition (taken from
-    /// `from`'s count).
-    fn take_least(&mut self, from: Option<i32>) -> Option<i32> {
-        let to = self.least_loaded()?;
-        self.shift(from, to);
+    /// The least loaded eligible broker for `class`, charged with one more partition
+    /// (taken from `from`'s count).
+    fn take_least(&mut self, from: Option<i32>, class: usize) -> Option<i32> {
+        let to = self.least_loaded(class)?;
+        self.shift(from, to, class);
         Some(to)
     }
 }
@@ -222,7 +241,7 @@ pub fn reconcile(view: &ClusterView, policy: &Policy) -> Vec<OwnerChange> {
             if owned.contains(&p.stream_id) {
                 continue;
             }
-            let Some(broker) = loads.take_least(None) else {
+            let Some(broker) = loads.take_least(None, class_of(&topic.name)) else {
                 break;
             };
             changes.push(put(
@@ -248,6 +267,7 @@ pub fn reconcile(view: &ClusterView, policy: &Policy) -> Vec<OwnerChange> {
             });
             continue;
         };
+        let class = class_of(&owner.topic);
         // 3. Owners that are not live.
         if !live.contains(&owner.broker) {
             if !failover_allowed(topic, policy) {
@@ -256,7 +276,7 @@ pub fn reconcile(view: &ClusterView, policy: &Policy) -> Vec<OwnerChange> {
             let counted = counted_for(owner);
             let dest = match owner.moving_to {
                 Some(to) if loads.is_eligible(to) => Some(to),
-                _ => loads.take_least(Some(counted)),
+                _ => loads.take_least(Some(counted), class),
             };
             if let Some(dest) = dest {
                 changes.push(put(
@@ -276,9 +296,9 @@ pub fn reconcile(view: &ClusterView, policy: &Policy) -> Vec<OwnerChange> {
             // 4. Pending moves to a broker that cannot take the partition.
             Some(to) if to == owner.broker || !loads.is_eligible(to) => {
                 let redirect = if draining {
-                    loads.take_least(Some(to))
+                    loads.take_least(Some(to), class)
                 } else {
-                    loads.shift(Some(to), owner.broker);
+                    loads.shift(Some(to), owner.broker, class);
                     None
                 };
                 changes.push(put(
@@ -292,7 +312,7 @@ pub fn reconcile(view: &ClusterView, policy: &Policy) -> Vec<OwnerChange> {
             Some(_) => {}
             // 5. Partitions of draining brokers.
             None if draining => {
-                if let Some(to) = loads.take_least(Some(owner.broker)) {
+                if let Some(to) = loads.take_least(Some(owner.broker), class) {
                     changes.push(put(
                         OwnerRecord {
                             moving_to: Some(to),
@@ -324,48 +344,51 @@ pub fn reconcile(view: &ClusterView, policy: &Policy) -> Vec<OwnerChange> {
 pub fn rebalance_plan(view: &ClusterView, max_moves: usize) -> Vec<OwnerChange> {
     let mut loads = Loads::new(view, None);
     let live: BTreeSet<i32> = view.brokers.iter().map(|b| b.id).collect();
-    // Candidates per eligible broker, in stream id order: (not moving, moving to it).
-    let mut settled: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
-    let mut inbound: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
-    for (i, (owner, _)) in view.owners.iter().enumerate() {
-        if !live.contains(&owner.broker) {
-            continue;
-        }
-        match owner.moving_to {
-            None if loads.is_eligible(owner.broker) => {
-                settled.entry(owner.broker).or_default().push(i)
-            }
-            Some(to) if loads.is_eligible(to) => inbound.entry(to).or_default().push(i),
-            _ => {}
-        }
-    }
-    // Pop from the back: highest stream ids move first, deterministically.
     let mut changes = Vec::new();
-    while changes.len() < max_moves {
-        let (Some(max), Some(min)) = (loads.most_loaded(), loads.least_loaded()) else {
-            break;
-        };
-        if loads.load(max) <= loads.load(min) + 1 {
-            break;
+    for class in 0..CLASSES {
+        // Candidates per eligible broker, in stream id order: (not moving, moving to it).
+        let mut settled: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        let mut inbound: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        for (i, (owner, _)) in view.owners.iter().enumerate() {
+            if !live.contains(&owner.broker) || class_of(&owner.topic) != class {
+                continue;
+            }
+            match owner.moving_to {
+                None if loads.is_eligible(owner.broker) => {
+                    settled.entry(owner.broker).or_default().push(i)
+                }
+                Some(to) if loads.is_eligible(to) => inbound.entry(to).or_default().push(i),
+                _ => {}
+            }
         }
-        let pick = settled
-            .get_mut(&max)
-            .and_then(Vec::pop)
-            .or_else(|| inbound.get_mut(&max).and_then(Vec::pop));
-        let Some(i) = pick else {
-            break;
-        };
-        let (owner, version) = &view.owners[i];
-        // Moving back to the current owner cancels the pending move instead.
-        let moving_to = (owner.broker != min).then_some(min);
-        changes.push(put(
-            OwnerRecord {
-                moving_to,
-                ..owner.clone()
-            },
-            *version,
-        ));
-        loads.shift(Some(max), min);
+        // Pop from the back: highest stream ids move first, deterministically.
+        while changes.len() < max_moves {
+            let (Some(max), Some(min)) = (loads.most_loaded(class), loads.least_loaded(class))
+            else {
+                break;
+            };
+            if loads.load(max, class) <= loads.load(min, class) + 1 {
+                break;
+            }
+            let pick = settled
+                .get_mut(&max)
+                .and_then(Vec::pop)
+                .or_else(|| inbound.get_mut(&max).and_then(Vec::pop));
+            let Some(i) = pick else {
+                break;
+            };
+            let (owner, version) = &view.owners[i];
+            // Moving back to the current owner cancels the pending move instead.
+            let moving_to = (owner.broker != min).then_some(min);
+            changes.push(put(
+                OwnerRecord {
+                    moving_to,
+                    ..owner.clone()
+                },
+                *version,
+            ));
+            loads.shift(Some(max), min, class);
+        }
     }
     changes
 }
@@ -384,7 +407,7 @@ pub fn drain_plan(view: &ClusterView, broker: i32) -> Vec<OwnerChange> {
         if owner.moving_to.is_some_and(|to| loads.is_eligible(to)) {
             continue;
         }
-        let Some(to) = loads.take_least(owner.moving_to) else {
+        let Some(to) = loads.take_least(owner.moving_to, class_of(&owner.topic)) else {
             break;
         };
         changes.push(put(
@@ -402,7 +425,9 @@ pub fn drain_plan(view: &ClusterView, broker: i32) -> Vec<OwnerChange> {
 /// counted before the next so they spread evenly. Empty if no broker is eligible.
 pub fn place(view: &ClusterView, count: usize) -> Vec<i32> {
     let mut loads = Loads::new(view, None);
-    (0..count).map_while(|_| loads.take_least(None)).collect()
+    (0..count)
+        .map_while(|_| loads.take_least(None, 0))
+        .collect()
 }
 
 #[cfg(test)]
@@ -569,6 +594,43 @@ mod tests {
                 OwnerChange::Delete { .. } => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn internal_slots_do_not_unbalance_data_partitions() {
+        // All 50 coordinator slots landed on broker 0 (it started first).
+        let slots = topic("__consumer_offsets", 1000, 50, &[]);
+        let mut v = view(&[0, 1, 2], vec![slots.clone()]);
+        v.owners = (0..50).map(|i| (owner(&slots, i, 0, 0), 1)).collect();
+        // A data topic is placed evenly although broker 0 holds 50 partitions.
+        v.topics.push(topic("t", 1, 12, &[]));
+        let changes = reconcile(&v, &quiet());
+        apply(&mut v, &changes);
+        let data = |v: &ClusterView| {
+            let mut out = BTreeMap::new();
+            for (o, _) in v.owners.iter().filter(|(o, _)| o.topic == "t") {
+                *out.entry(o.moving_to.unwrap_or(o.broker)).or_insert(0) += 1;
+            }
+            out
+        };
+        assert_eq!(data(&v), BTreeMap::from([(0, 4), (1, 4), (2, 4)]));
+        // Rebalancing moves slots only: data stays 4/4/4, slots become 17/17/16.
+        let moves = rebalance_plan(&v, 1000);
+        assert!(moves.iter().all(|c| match c {
+            OwnerChange::Put { record, .. } => record.topic == "__consumer_offsets",
+            OwnerChange::Delete { .. } => false,
+        }));
+        apply(&mut v, &moves);
+        complete_moves(&mut v);
+        assert_eq!(data(&v), BTreeMap::from([(0, 4), (1, 4), (2, 4)]));
+        let mut slots_per = counts(&v);
+        for (b, n) in data(&v) {
+            *slots_per.entry(b).or_default() -= n;
+        }
+        let mut sorted: Vec<usize> = slots_per.values().copied().collect();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![16, 17, 17]);
+        assert!(rebalance_plan(&v, 1000).is_empty());
     }
 
     #[test]
