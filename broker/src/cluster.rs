@@ -339,8 +339,16 @@ impl Member {
         for (dest, moving) in handovers {
             self.hand_over(logs, dest, moving).await?;
         }
-        let owned = partitions.values().filter(|p| p.lock().owned).count();
-        logs.metrics.partitions_owned.set(owned as i64);
+        let (mut data, mut slots) = (0i64, 0i64);
+        for p in partitions.values().filter(|p| p.lock().owned) {
+            if p.topic.starts_with("__") {
+                slots += 1;
+            } else {
+                data += 1;
+            }
+        }
+        logs.metrics.partitions_owned.set(data);
+        logs.metrics.coordinator_slots_owned.set(slots);
         Ok(())
     }
 

@@ -60,6 +60,7 @@ pub struct Metrics {
     pub moves_in: Counter,
     pub moves_out: Counter,
     pub partitions_owned: Gauge,
+    pub coordinator_slots_owned: Gauge,
     pub is_controller: Gauge,
     pub offline_partitions: Gauge,
     pub autoscale_recommended_brokers: Gauge,
@@ -180,8 +181,14 @@ impl Metrics {
         let partitions_owned = Gauge::default();
         registry.register(
             "partitions_owned",
-            "Partitions this broker serves",
+            "Data partitions this broker serves (internal coordinator slots are counted apart)",
             partitions_owned.clone(),
+        );
+        let coordinator_slots_owned = Gauge::default();
+        registry.register(
+            "coordinator_slots_owned",
+            "Group coordinator slots (partitions of __consumer_offsets) this broker serves",
+            coordinator_slots_owned.clone(),
         );
         let is_controller = Gauge::default();
         registry.register(
@@ -237,6 +244,7 @@ impl Metrics {
             moves_in,
             moves_out,
             partitions_owned,
+            coordinator_slots_owned,
             is_controller,
             offline_partitions,
             registry,

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
@@ -216,7 +217,16 @@ async fn dispatch_frame(
             };
             let started = std::time::Instant::now();
             ctx.logs.metrics.requests.get_or_create(&label).inc();
+            // Debug-level: free unless CIRRUS_LOG enables it (e.g. cirrus_broker=debug).
+            let span = tracing::debug_span!(
+                "request",
+                api = label.api,
+                version = req.header.request_api_version,
+                correlation_id = req.header.correlation_id,
+                client = %peer
+            );
             let pending = handlers::handle(ctx, req, Some(peer))
+                .instrument(span.clone())
                 .await
                 .map_err(ConnError::Malformed)?;
             let histogram = ctx
@@ -225,11 +235,14 @@ async fn dispatch_frame(
                 .request_seconds
                 .get_or_create(&label)
                 .clone();
-            Ok(Box::pin(async move {
-                let response = pending.await;
-                histogram.observe(started.elapsed().as_secs_f64());
-                response
-            }))
+            Ok(Box::pin(
+                async move {
+                    let response = pending.await;
+                    histogram.observe(started.elapsed().as_secs_f64());
+                    response
+                }
+                .instrument(span),
+            ))
         }
         Err(DecodeFailure::ApiVersionsUnsupported { correlation_id }) => {
             let body = handlers::api_versions_unsupported();
