@@ -6,7 +6,11 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use cirrus_controller::{AutoscaleTargets, BrokerLoad, Recommendation};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use cirrus_controller::records::HOT_PARTITIONS;
+use cirrus_controller::{AutoscaleTargets, BrokerLoad, PartitionRate, Recommendation};
 use tokio::sync::watch;
 
 use crate::log::{LogManager, now_ms};
@@ -25,6 +29,8 @@ pub struct LoadMeter {
     bytes_in: u64,
     bytes_out: u64,
     cpu_ticks: u64,
+    /// Produce bytes per partition (stream id) at the last measurement.
+    partition_bytes: HashMap<u64, u64>,
 }
 
 impl LoadMeter {
@@ -34,6 +40,7 @@ impl LoadMeter {
             bytes_in: logs.metrics.total_in.get(),
             bytes_out: logs.metrics.total_out.get(),
             cpu_ticks: process_cpu_ticks().unwrap_or(0),
+            partition_bytes: partition_bytes(logs),
         }
     }
 
@@ -42,6 +49,19 @@ impl LoadMeter {
         let secs = now.duration_since(self.at).as_secs_f64().max(0.001);
         let (bytes_in, bytes_out) = (logs.metrics.total_in.get(), logs.metrics.total_out.get());
         let cpu_ticks = process_cpu_ticks().unwrap_or(self.cpu_ticks);
+        let partition_bytes = partition_bytes(logs);
+        let mut hot: Vec<PartitionRate> = partition_bytes
+            .iter()
+            .filter_map(|(stream, total)| {
+                let delta = total.saturating_sub(*self.partition_bytes.get(stream).unwrap_or(&0));
+                (delta > 0).then(|| PartitionRate {
+                    stream_id: *stream,
+                    bytes_in_per_sec: delta as f64 / secs,
+                })
+            })
+            .collect();
+        hot.sort_by(|a, b| b.bytes_in_per_sec.total_cmp(&a.bytes_in_per_sec));
+        hot.truncate(HOT_PARTITIONS);
         let load = BrokerLoad {
             id,
             bytes_in_per_sec: bytes_in.saturating_sub(self.bytes_in) as f64 / secs,
@@ -50,15 +70,26 @@ impl LoadMeter {
             // USER_HZ is 100 on every Linux we run on.
             cpu_cores_used: cpu_ticks.saturating_sub(self.cpu_ticks) as f64 / 100.0 / secs,
             measured_ms: now_ms(),
+            hot_partitions: hot,
         };
         *self = LoadMeter {
             at: now,
             bytes_in,
             bytes_out,
             cpu_ticks,
+            partition_bytes,
         };
         load
     }
+}
+
+/// Produce bytes so far of every partition this broker serves, by stream id.
+fn partition_bytes(logs: &LogManager) -> HashMap<u64, u64> {
+    logs.partitions_by_stream()
+        .into_iter()
+        .filter(|(_, p)| p.lock().owned)
+        .map(|(stream, p)| (stream, p.bytes_in.load(Ordering::Relaxed)))
+        .collect()
 }
 
 /// utime + stime of this process in clock ticks, from /proc/self/stat.

@@ -800,6 +800,9 @@ impl LogManager {
             .sum();
         partition.counters.produced_bytes.inc_by(bytes);
         partition.counters.total_in.inc_by(bytes);
+        partition
+            .bytes_in
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         partition.counters.produced_records.inc_by(records);
         Ok(ticket)
     }

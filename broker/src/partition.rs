@@ -111,6 +111,8 @@ pub struct Partition {
     /// This topic's per-topic metric series, resolved once so the hot path does no
     /// label lookups.
     pub counters: crate::metrics::TopicCounters,
+    /// Produce bytes appended here, for the per-partition rates balancing uses.
+    pub bytes_in: std::sync::atomic::AtomicU64,
 }
 
 impl Partition {
@@ -137,6 +139,7 @@ impl Partition {
                 max_message_bytes,
             )),
             counters: crate::metrics::TopicCounters::default(),
+            bytes_in: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

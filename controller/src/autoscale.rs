@@ -119,6 +119,7 @@ mod tests {
             partitions: 0,
             cpu_cores_used: cpu,
             measured_ms: 0,
+            hot_partitions: Vec::new(),
         }
     }
 

@@ -553,6 +553,7 @@ mod tests {
             partitions: u32::MAX,
             cpu_cores_used: F64,
             measured_ms: I64,
+            hot_partitions: Vec::new(),
         };
         let per_broker =
             len(&broker) + records::broker_key(0).len() + len(&load) + records::load_key(0).len();

@@ -128,7 +128,13 @@ struct ViewCache {
     changes_version: Option<u64>,
     owners: Vec<(OwnerRecord, u64)>,
     topics: Vec<TopicRecord>,
+    /// When this leader last swapped partitions to even out bytes/s: the load reports
+    /// lag moves by up to one measurement interval, so byte moves wait for fresh ones.
+    last_byte_move: Option<std::time::Instant>,
 }
+
+/// Least time between two byte-rate swaps (several load measurement intervals).
+pub const BYTE_MOVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// [`read_view`], re-listing owners and topics only if `changes` moved since `cache`
 /// was filled. Sound because every write to `owners/*` or `topics/*` puts `changes` in
@@ -150,11 +156,9 @@ async fn read_view_cached(
     if cache.changes_version != Some(changes_version) {
         let owners = meta.list_owners().await?;
         let topics = meta.list_topics().await?;
-        *cache = ViewCache {
-            changes_version: Some(changes_version),
-            owners,
-            topics,
-        };
+        cache.changes_version = Some(changes_version);
+        cache.owners = owners;
+        cache.topics = topics;
     }
     Ok(ClusterView {
         brokers,
@@ -189,7 +193,18 @@ async fn lead_once(
         read_view_cached(meta, cache),
     )
     .await?;
-    let changes = reconcile(&view, &config.policy);
+    let mut changes = reconcile(&view, &config.policy);
+    if changes.is_empty()
+        && config.policy.auto_rebalance
+        && cache
+            .last_byte_move
+            .is_none_or(|t| t.elapsed() >= BYTE_MOVE_INTERVAL)
+    {
+        changes = crate::reconcile::byte_balance_plan(&view);
+        if !changes.is_empty() {
+            cache.last_byte_move = Some(std::time::Instant::now());
+        }
+    }
     if changes.is_empty() {
         return Ok(true);
     }

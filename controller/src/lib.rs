@@ -53,7 +53,7 @@ pub use reconcile::{ClusterView, Policy, drain_plan, place, rebalance_plan, reco
 pub use records::{
     BrokerLoad, BrokerRecord, ChangesRecord, CheckpointRecord, ClusterRecord, CommittedOffset,
     ControllerRecord, DrainRecord, GroupRecord, ObjectRecord, OffsetsRecord, OwnerRecord,
-    PartitionRecord, ProducerRecord, RunRecord, TopicRecord,
+    PartitionRate, PartitionRecord, ProducerRecord, RunRecord, TopicRecord,
 };
 pub use session::Session;
 pub use store::{Compare, KeyValue, LeaseId, MAX_TXN_OPS, MAX_VALUE_BYTES, MetaStore, Op, Txn};

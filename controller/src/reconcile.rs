@@ -393,6 +393,111 @@ pub fn rebalance_plan(view: &ClusterView, max_moves: usize) -> Vec<OwnerChange> 
     changes
 }
 
+/// Smallest produce-rate gap (bytes/s) between the busiest and the idlest broker that
+/// is worth a move.
+pub const BYTES_IMBALANCE_MIN: f64 = 1024.0 * 1024.0;
+/// The busiest broker must take at least this many times the idlest one's bytes/s.
+pub const BYTES_IMBALANCE_RATIO: f64 = 1.5;
+/// A swap must shrink the gap to at most this fraction of what it was.
+const BYTES_SWAP_GAIN: f64 = 0.7;
+
+/// When partition counts are even but produce bytes/s are not: one swap (two moves)
+/// between the busiest and the idlest eligible broker, the busiest one's hot partition
+/// that best closes the gap against the idlest one's coldest partition, so counts stay
+/// even. Needs a load report from every eligible broker; empty while any move is
+/// pending, when the gap is small (under [`BYTES_IMBALANCE_MIN`] or
+/// [`BYTES_IMBALANCE_RATIO`]) or no swap shrinks it enough. The controller calls it at
+/// most once per [`crate::leader::BYTE_MOVE_INTERVAL`], since the reports lag the moves.
+pub fn byte_balance_plan(view: &ClusterView) -> Vec<OwnerChange> {
+    if view.owners.iter().any(|(o, _)| o.moving_to.is_some()) {
+        return Vec::new();
+    }
+    let loads = Loads::new(view, None);
+    let reports: BTreeMap<i32, &BrokerLoad> = view
+        .loads
+        .iter()
+        .filter(|l| loads.is_eligible(l.id) && l.bytes_in_per_sec.is_finite())
+        .map(|l| (l.id, l))
+        .collect();
+    if reports.len() < 2 || reports.len() != loads.eligible.len() {
+        return Vec::new();
+    }
+    let by_rate =
+        |a: &&&BrokerLoad, b: &&&BrokerLoad| a.bytes_in_per_sec.total_cmp(&b.bytes_in_per_sec);
+    let (Some(busy), Some(idle)) = (
+        reports.values().max_by(by_rate),
+        reports.values().min_by(by_rate),
+    ) else {
+        return Vec::new();
+    };
+    let gap = busy.bytes_in_per_sec - idle.bytes_in_per_sec;
+    if gap < BYTES_IMBALANCE_MIN
+        || busy.bytes_in_per_sec < BYTES_IMBALANCE_RATIO * idle.bytes_in_per_sec
+    {
+        return Vec::new();
+    }
+    let settled = |broker: i32| {
+        view.owners.iter().filter(move |(o, _)| {
+            o.broker == broker && o.moving_to.is_none() && class_of(&o.topic) == 0
+        })
+    };
+    let idle_rates: HashMap<u64, f64> = idle
+        .hot_partitions
+        .iter()
+        .map(|p| (p.stream_id, p.bytes_in_per_sec))
+        .collect();
+    // The idle broker's coldest partition: one it does not list as hot (rate ~0), else
+    // the least busy it lists.
+    let Some((cold, cold_rate)) = settled(idle.id)
+        .map(|(o, v)| {
+            (
+                (o, *v),
+                idle_rates.get(&o.stream_id).copied().unwrap_or(0.0),
+            )
+        })
+        .min_by(|a, b| {
+            a.1.total_cmp(&b.1)
+                .then(b.0.0.stream_id.cmp(&a.0.0.stream_id))
+        })
+    else {
+        return Vec::new();
+    };
+    let busy_owned: HashMap<u64, (&OwnerRecord, u64)> = settled(busy.id)
+        .map(|(o, v)| (o.stream_id, (o, *v)))
+        .collect();
+    let best = busy
+        .hot_partitions
+        .iter()
+        .filter_map(|p| {
+            let owned = busy_owned.get(&p.stream_id)?;
+            let after = (gap - 2.0 * (p.bytes_in_per_sec - cold_rate)).abs();
+            Some((owned, after))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    let Some(((hot, hot_version), after)) = best else {
+        return Vec::new();
+    };
+    if after > BYTES_SWAP_GAIN * gap {
+        return Vec::new();
+    }
+    vec![
+        put(
+            OwnerRecord {
+                moving_to: Some(idle.id),
+                ..(*hot).clone()
+            },
+            *hot_version,
+        ),
+        put(
+            OwnerRecord {
+                moving_to: Some(busy.id),
+                ..cold.0.clone()
+            },
+            cold.1,
+        ),
+    ]
+}
+
 /// Moves every partition off `broker`: each owner record with `broker == it` and no
 /// pending move to an eligible broker gets `moving_to` = the least loaded eligible
 /// broker other than `broker` (works before the drain record is written). Empty if no
@@ -457,6 +562,7 @@ mod tests {
             partitions: 0,
             cpu_cores_used: 0.0,
             measured_ms: 1,
+            hot_partitions: Vec::new(),
         }
     }
 
@@ -594,6 +700,52 @@ mod tests {
                 OwnerChange::Delete { .. } => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn byte_balance_swaps_the_partition_that_best_closes_the_gap() {
+        const MIB: f64 = 1024.0 * 1024.0;
+        let t = topic("t", 1, 4, &[]);
+        let mut v = view(&[0, 1], vec![t.clone()]);
+        v.owners = vec![
+            (owner(&t, 0, 0, 0), 1),
+            (owner(&t, 1, 0, 0), 1),
+            (owner(&t, 2, 1, 0), 1),
+            (owner(&t, 3, 1, 0), 1),
+        ];
+        let rate = |stream_id: u64, mib: f64| crate::records::PartitionRate {
+            stream_id,
+            bytes_in_per_sec: mib * MIB,
+        };
+        let mut busy = load(0, 4.0 * MIB);
+        busy.hot_partitions = vec![rate(1, 3.0), rate(2, 1.0)];
+        let mut idle = load(1, 0.2 * MIB);
+        idle.hot_partitions = vec![rate(3, 0.2)];
+        v.loads = vec![busy.clone(), idle.clone()];
+        // Counts are even: the count rebalance has nothing to do.
+        assert!(rebalance_plan(&v, 100).is_empty());
+        // Moving stream 2 (1 MiB/s) against the idle broker's unlisted stream 4 leaves
+        // a 1.8 MiB/s gap; moving stream 1 (3 MiB/s) would leave 2.2 MiB/s.
+        let swap = byte_balance_plan(&v);
+        let moves: Vec<(u64, Option<i32>)> = swap
+            .iter()
+            .map(|c| match c {
+                OwnerChange::Put { record, .. } => (record.stream_id, record.moving_to),
+                OwnerChange::Delete { .. } => panic!("no deletes"),
+            })
+            .collect();
+        assert_eq!(moves, vec![(2, Some(1)), (4, Some(0))]);
+        // Nothing while those moves are pending.
+        apply(&mut v, &swap);
+        assert!(byte_balance_plan(&v).is_empty());
+        complete_moves(&mut v);
+        // A small gap, or a broker without a report, moves nothing.
+        let mut small = v.clone();
+        small.loads = vec![load(0, 1.2 * MIB), load(1, 0.9 * MIB)];
+        assert!(byte_balance_plan(&small).is_empty());
+        let mut unreported = v.clone();
+        unreported.loads = vec![busy];
+        assert!(byte_balance_plan(&unreported).is_empty());
     }
 
     #[test]

@@ -353,6 +353,22 @@ pub struct BrokerLoad {
     pub cpu_cores_used: f64,
     /// Measurement time, milliseconds since the Unix epoch.
     pub measured_ms: i64,
+    /// The busiest partitions by produce rate (at most [`HOT_PARTITIONS`]), for
+    /// rebalancing by bytes; partitions not listed are colder than every listed one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hot_partitions: Vec<PartitionRate>,
+}
+
+/// Most partitions a [`BrokerLoad`] lists in `hot_partitions`.
+pub const HOT_PARTITIONS: usize = 16;
+
+/// One partition's measured produce rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartitionRate {
+    /// The partition's stream id.
+    pub stream_id: u64,
+    /// Produce throughput, bytes per second.
+    pub bytes_in_per_sec: f64,
 }
 
 /// The elected controller, bound to its session lease.

@@ -206,6 +206,7 @@ async fn loads_are_lease_bound() {
         partitions: 3,
         cpu_cores_used: 0.5,
         measured_ms: 1,
+        hot_partitions: Vec::new(),
     };
     meta.publish_load(&load, lease).await.unwrap();
     load.bytes_in_per_sec = 11.0;
@@ -543,6 +544,7 @@ async fn live_metadata_for_10k_partitions_stays_small() {
                 partitions: 3334,
                 cpu_cores_used: 1.5,
                 measured_ms: 1_700_000_000_000,
+                hot_partitions: Vec::new(),
             },
             session.lease(),
         )

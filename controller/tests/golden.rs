@@ -158,6 +158,7 @@ fn broker_load() {
             partitions: 120,
             cpu_cores_used: 1.25,
             measured_ms: 1_700_000_005_000,
+            hot_partitions: Vec::new(),
         },
     );
 }

@@ -584,3 +584,52 @@ def test_standalone_controller_places_partitions_and_hands_over(cluster, tmp_pat
         if proc.poll() is None:
             _kill_group(proc)
             proc.wait(timeout=10)
+
+
+@pytest.mark.timeout(180)
+def test_rebalance_by_bytes_swaps_a_hot_partition(cluster):
+    """Partition counts are even but all produce traffic goes to one broker's partitions:
+    the controller swaps one of them with a cold partition of the idle broker (counts stay
+    even), using the per-partition rates the brokers publish."""
+    import threading
+
+    from confluent_kafka import Producer
+
+    c = cluster(2)
+    c.create_topic(TOPIC, 4)
+    leaders = c.wait_online(TOPIC, 4)
+    assert sorted(c.counts(leaders).values()) == [2, 2], leaders
+    hot_broker = 0
+    hot = owned_by(leaders, hot_broker)
+    stop = threading.Event()
+    errors: list = []
+
+    def produce():
+        p = Producer(client_conf(c.bootstrap(), **{"linger.ms": 20, "acks": "all"}))
+        value = b"x" * 20_000
+        while not stop.is_set():
+            for part in hot:
+                try:
+                    p.produce(TOPIC, value=value, partition=part)
+                except BufferError:
+                    p.poll(0.05)
+            p.poll(0)
+            time.sleep(0.02)  # ~20 KB x 50/s = ~1 MB/s per partition, 2 MB/s on the broker
+        p.flush(30)
+
+    t = threading.Thread(target=produce, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            now = c.leaders(TOPIC)
+            moved_out = [p for p in hot if now.get(p) != hot_broker]
+            if moved_out and sorted(c.counts(now).values()) == [2, 2]:
+                break
+            assert time.monotonic() < deadline, f"no byte rebalance: {now}" + c.diagnostics()
+            time.sleep(1)
+        print(f"hot partitions {hot} on broker {hot_broker}; after the swap: {now}")
+    finally:
+        stop.set()
+        t.join(60)
+    assert not errors
