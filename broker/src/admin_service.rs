@@ -169,7 +169,17 @@ impl AdminService {
         }))
     }
 
-    fn once(progress: pb::Progress) -> ProgressStream {
+    /// The one-message answer of a call with `wait = false`: `total` moves recorded,
+    /// none done yet (finished only when there was nothing to move).
+    fn recorded(total: usize, message: String) -> ProgressStream {
+        let progress = pb::Progress {
+            total: total as u32,
+            done: 0,
+            remaining: total as u32,
+            elapsed_seconds: 0.0,
+            message,
+            finished: total == 0,
+        };
         Box::pin(futures::stream::iter([Ok(progress)]))
     }
 
@@ -433,14 +443,12 @@ impl Admin for AdminService {
         }
         let message = format!("moving {} partitions", targets.len());
         if !req.wait {
-            return Ok(Response::new(Self::once(pb::Progress {
-                total: targets.len() as u32,
-                done: 0,
-                remaining: targets.len() as u32,
-                elapsed_seconds: 0.0,
-                message,
-                finished: requests.is_empty(),
-            })));
+            let total = if requests.is_empty() {
+                0
+            } else {
+                targets.len()
+            };
+            return Ok(Response::new(Self::recorded(total, message)));
         }
         Ok(Response::new(self.wait_for_moves(targets, message)))
     }
@@ -475,14 +483,7 @@ impl Admin for AdminService {
             .map_err(meta_status)?;
         let message = format!("draining broker {id}");
         if !req.wait {
-            return Ok(Response::new(Self::once(pb::Progress {
-                total: owned as u32,
-                done: 0,
-                remaining: owned as u32,
-                elapsed_seconds: 0.0,
-                message,
-                finished: owned == 0,
-            })));
+            return Ok(Response::new(Self::recorded(owned, message)));
         }
         Ok(Response::new(self.progress(
             owned,
@@ -543,14 +544,7 @@ impl Admin for AdminService {
             )
         };
         if !req.wait || targets.is_empty() {
-            return Ok(Response::new(Self::once(pb::Progress {
-                total: targets.len() as u32,
-                done: 0,
-                remaining: targets.len() as u32,
-                elapsed_seconds: 0.0,
-                message,
-                finished: targets.is_empty(),
-            })));
+            return Ok(Response::new(Self::recorded(targets.len(), message)));
         }
         Ok(Response::new(self.wait_for_moves(targets, message)))
     }
