@@ -8,91 +8,12 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use cirrus_broker::config::SettingsArgs;
-use cirrus_broker::runtime::Broker;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use kafka_protocol::protocol::StrBytes;
 
-struct Client {
-    stream: TcpStream,
-    next_id: i32,
-}
-
-impl Client {
-    async fn connect(addr: std::net::SocketAddr) -> Client {
-        Client {
-            stream: TcpStream::connect(addr).await.unwrap(),
-            next_id: 1,
-        }
-    }
-
-    async fn send<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
-        self.send_within(version, req, Duration::from_secs(20))
-            .await
-            .expect("response frame")
-    }
-
-    /// None if no response arrives within `wait`.
-    async fn send_within<R: Request>(
-        &mut self,
-        version: i16,
-        req: &R,
-        wait: Duration,
-    ) -> Option<R::Response> {
-        let key = ApiKey::try_from(R::KEY).unwrap();
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.next_id)
-            .with_client_id(Some(StrBytes::from_static_str("groups-test")));
-        self.next_id += 1;
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(&[0, 0, 0, 0]);
-        header
-            .encode(&mut buf, key.request_header_version(version))
-            .unwrap();
-        req.encode(&mut buf, version).unwrap();
-        let len = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&len.to_be_bytes());
-        self.stream.write_all(&buf).await.unwrap();
-        let len = tokio::time::timeout(wait, self.stream.read_i32())
-            .await
-            .ok()?
-            .ok()?;
-        let mut frame = vec![0u8; len as usize];
-        self.stream.read_exact(&mut frame).await.ok()?;
-        let mut frame = Bytes::from(frame);
-        let header =
-            ResponseHeader::decode(&mut frame, key.response_header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, self.next_id - 1);
-        Some(R::Response::decode(&mut frame, version).unwrap())
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(dir: &std::path::Path, extra: impl FnOnce(&mut SettingsArgs)) -> Broker {
-    let port = free_port();
-    let mut args = SettingsArgs {
-        kafka_listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
-        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
-        data_dir: Some(dir.to_path_buf()),
-        flush_interval: Some(Duration::from_millis(50)),
-        group_initial_rebalance_delay: Some(Duration::ZERO),
-        ..Default::default()
-    };
-    extra(&mut args);
-    Broker::start(args.validate().unwrap()).await.unwrap()
-}
+mod common;
+use common::{Client, start};
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -669,7 +590,7 @@ async fn every_advertised_group_api_version_answers() {
                     assert_eq!(g.members.len(), 1);
                     let m = &g.members[0];
                     assert_eq!(m.member_id.as_str(), member);
-                    assert_eq!(m.client_id.as_str(), "groups-test");
+                    assert_eq!(m.client_id.as_str(), common::CLIENT_ID);
                     assert_eq!(m.client_host.as_str(), "/127.0.0.1");
                     assert_eq!(m.member_assignment, Bytes::from("asg"));
                     assert_eq!(m.member_metadata, Bytes::from("meta"));

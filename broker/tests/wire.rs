@@ -6,86 +6,18 @@
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use cirrus_broker::config::SettingsArgs;
-use cirrus_broker::runtime::Broker;
 use indexmap::IndexMap;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-struct Client {
-    stream: TcpStream,
-    next_id: i32,
-}
-
-impl Client {
-    async fn connect(addr: std::net::SocketAddr) -> Client {
-        Client {
-            stream: TcpStream::connect(addr).await.unwrap(),
-            next_id: 1,
-        }
-    }
-
-    async fn send<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
-        let key = ApiKey::try_from(R::KEY).unwrap();
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.next_id)
-            .with_client_id(Some(StrBytes::from_static_str("wire-test")));
-        self.next_id += 1;
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        header
-            .encode(&mut buf, key.request_header_version(version))
-            .unwrap();
-        req.encode(&mut buf, version).unwrap();
-        let len = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&len.to_be_bytes());
-        self.stream.write_all(&buf).await.unwrap();
-        let mut frame = self.read_frame().await.expect("response frame");
-        let header =
-            ResponseHeader::decode(&mut frame, key.response_header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, self.next_id - 1);
-        R::Response::decode(&mut frame, version).unwrap()
-    }
-
-    async fn read_frame(&mut self) -> Option<Bytes> {
-        let len = tokio::time::timeout(Duration::from_secs(10), self.stream.read_i32())
-            .await
-            .ok()?
-            .ok()?;
-        let mut buf = vec![0u8; len as usize];
-        self.stream.read_exact(&mut buf).await.ok()?;
-        Some(Bytes::from(buf))
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(dir: &std::path::Path, extra: impl FnOnce(&mut SettingsArgs)) -> Broker {
-    let port = free_port();
-    let mut args = SettingsArgs {
-        kafka_listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
-        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
-        data_dir: Some(dir.to_path_buf()),
-        flush_interval: Some(Duration::from_millis(50)),
-        ..Default::default()
-    };
-    extra(&mut args);
-    Broker::start(args.validate().unwrap()).await.unwrap()
-}
+mod common;
+use common::{Client, start};
 
 fn records(n: usize, producer: Option<(i64, i16, i32)>, ts: i64) -> Bytes {
     let recs: Vec<Record> = (0..n)
