@@ -100,6 +100,114 @@ pub enum AdminCommand {
     },
     /// Show the autoscaling recommendation (brokers needed) and the load behind it.
     Autoscale,
+    /// List consumer groups, describe one with its lag, or reset its offsets.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+}
+
+/// `cirrus admin groups ...`, in the vocabulary of Kafka's kafka-consumer-groups.
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum GroupsCommand {
+    /// List the consumer groups with their state and coordinator.
+    List {
+        /// Only groups in this state (Empty, Stable, PreparingRebalance, ...); repeatable.
+        #[arg(long = "state")]
+        states: Vec<String>,
+    },
+    /// Show a group's state, members, committed offsets and lag (records and time).
+    Describe {
+        /// Group id.
+        group: String,
+    },
+    /// Set the committed offsets of an inactive group (no members). A dry run unless
+    /// --execute is given.
+    ResetOffsets {
+        /// Group id.
+        group: String,
+        /// TOPIC or TOPIC:P,P,... (repeatable); all partitions when none are listed.
+        #[arg(long = "topic", value_name = "TOPIC[:PARTITIONS]", value_parser = parse_topic_partitions)]
+        topics: Vec<(String, Vec<i32>)>,
+        /// Every topic the group has committed offsets for.
+        #[arg(long, conflicts_with = "topics")]
+        all_topics: bool,
+        #[command(flatten)]
+        target: ResetTarget,
+        /// Commit the new offsets (without it, only show them).
+        #[arg(long)]
+        execute: bool,
+    },
+}
+
+/// Where `groups reset-offsets` moves the offsets: exactly one.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[group(required = true, multiple = false)]
+pub struct ResetTarget {
+    /// The log start offset.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// The log end offset (skip everything not consumed).
+    #[arg(long)]
+    pub to_latest: bool,
+    /// The first offset at or after this time (RFC 3339, e.g. 2026-11-23T18:00:00Z).
+    #[arg(long, value_parser = parse_datetime_ms)]
+    pub to_datetime: Option<i64>,
+    /// This offset (clamped into the partition's range).
+    #[arg(long)]
+    pub to_offset: Option<i64>,
+    /// The committed offset moved by N (negative goes back; clamped).
+    #[arg(long, allow_hyphen_values = true)]
+    pub shift_by: Option<i64>,
+}
+
+impl ResetTarget {
+    fn to_proto(&self) -> Option<pb::reset_offsets_request::Target> {
+        use pb::reset_offsets_request::Target;
+        if self.to_earliest {
+            Some(Target::ToEarliest(true))
+        } else if self.to_latest {
+            Some(Target::ToLatest(true))
+        } else if let Some(ms) = self.to_datetime {
+            Some(Target::ToDatetimeMs(ms))
+        } else if let Some(o) = self.to_offset {
+            Some(Target::ToOffset(o))
+        } else {
+            self.shift_by.map(Target::ShiftBy)
+        }
+    }
+}
+
+/// `TOPIC` or `TOPIC:0,1,2`.
+fn parse_topic_partitions(s: &str) -> Result<(String, Vec<i32>), String> {
+    let (topic, list) = match s.split_once(':') {
+        None => (s, None),
+        Some((topic, list)) => (topic, Some(list)),
+    };
+    if topic.is_empty() {
+        return Err("the topic name is empty".to_string());
+    }
+    let partitions = match list {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|p| {
+                p.trim()
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|p| *p >= 0)
+                    .ok_or_else(|| format!("{p:?} is not a partition index"))
+            })
+            .collect::<Result<Vec<i32>, String>>()?,
+    };
+    Ok((topic.to_string(), partitions))
+}
+
+/// An RFC 3339 time (`Z` or no zone = UTC) as milliseconds since the Unix epoch.
+fn parse_datetime_ms(s: &str) -> Result<i64, String> {
+    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
+        .map_err(|e| format!("{e} (e.g. 2026-11-23T18:00:00Z)"))?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| "times before 1970 are not supported".to_string())
 }
 
 /// `cirrus admin topics ...`.
@@ -458,7 +566,257 @@ pub async fn execute(
             .await?;
             Ok(render_autoscale(&answer))
         }
+        AdminCommand::Groups(GroupsCommand::List { states }) => {
+            let answer = unary(
+                "list consumer groups",
+                |r| client.list_groups(r),
+                pb::ListGroupsRequest {
+                    states,
+                    forwarded: false,
+                },
+            )
+            .await?;
+            Ok(render_groups(&answer))
+        }
+        AdminCommand::Groups(GroupsCommand::Describe { group }) => {
+            let answer = unary(
+                &format!("describe group {group}"),
+                |r| client.describe_group(r),
+                pb::DescribeGroupRequest {
+                    group,
+                    forwarded: false,
+                },
+            )
+            .await?;
+            Ok(render_group(&answer))
+        }
+        AdminCommand::Groups(GroupsCommand::ResetOffsets {
+            group,
+            topics,
+            all_topics,
+            target,
+            execute,
+        }) => {
+            if topics.is_empty() && !all_topics {
+                return Err(AdminCliError::Usage(
+                    "name the partitions to reset with --topic, or use --all-topics".to_string(),
+                ));
+            }
+            let answer = unary(
+                &format!("reset the offsets of group {group}"),
+                |r| client.reset_offsets(r),
+                pb::ResetOffsetsRequest {
+                    group: group.clone(),
+                    topics: topics
+                        .into_iter()
+                        .map(|(topic, partitions)| pb::TopicPartitions { topic, partitions })
+                        .collect(),
+                    all_topics,
+                    target: target.to_proto(),
+                    execute,
+                    forwarded: false,
+                },
+            )
+            .await?;
+            Ok(render_reset(&group, &answer))
+        }
     }
+}
+
+/// `cirrus admin groups list`.
+pub fn render_groups(g: &pb::ListGroupsResponse) -> String {
+    if g.groups.is_empty() {
+        return "no consumer groups\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = g
+        .groups
+        .iter()
+        .map(|l| {
+            vec![
+                l.group.clone(),
+                l.state.clone(),
+                dash_if_empty(&l.protocol_type),
+                l.coordinator.to_string(),
+            ]
+        })
+        .collect();
+    render_table(
+        &[
+            ("GROUP", Align::Left),
+            ("STATE", Align::Left),
+            ("PROTOCOL-TYPE", Align::Left),
+            ("COORDINATOR", Align::Right),
+        ],
+        &rows,
+    )
+}
+
+fn dash_if_empty(s: &str) -> String {
+    if s.is_empty() { "-" } else { s }.to_string()
+}
+
+fn number_or_dash(n: i64) -> String {
+    if n < 0 {
+        "-".to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// A lag in milliseconds as `0s`, `850ms`, `12.3s`, `4m05s`, `2h03m`; "-" if unknown.
+pub fn format_lag_time(ms: i64) -> String {
+    match ms {
+        ..0 => "-".to_string(),
+        0 => "0s".to_string(),
+        1..1000 => format!("{ms}ms"),
+        1000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60),
+    }
+}
+
+/// `cirrus admin groups describe`: a summary line, the offsets with their lag (Kafka's
+/// columns plus LAG-TIME), then the members.
+pub fn render_group(g: &pb::DescribeGroupResponse) -> String {
+    let mut out = String::new();
+    let protocol = if g.protocol.is_empty() {
+        String::new()
+    } else {
+        format!(", assignor {}", g.protocol)
+    };
+    let _ = writeln!(
+        out,
+        "group {}: state {}{protocol}, coordinator broker {}, {}",
+        g.group,
+        g.state,
+        g.coordinator,
+        count(g.members.len() as u64, "member")
+    );
+    let total: i64 = g.offsets.iter().filter(|o| o.lag > 0).map(|o| o.lag).sum();
+    let max_ms = g.offsets.iter().map(|o| o.lag_ms).max().unwrap_or(-1);
+    let _ = writeln!(
+        out,
+        "total lag: {total} records, oldest unconsumed: {}",
+        format_lag_time(max_ms)
+    );
+    out.push('\n');
+    if g.offsets.is_empty() {
+        out.push_str("no committed offsets\n");
+    } else {
+        let hosts: BTreeMap<&str, (&str, &str)> = g
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.as_str(),
+                    (m.client_host.as_str(), m.client_id.as_str()),
+                )
+            })
+            .collect();
+        let rows: Vec<Vec<String>> = g
+            .offsets
+            .iter()
+            .map(|o| {
+                let (host, client) = hosts.get(o.member_id.as_str()).copied().unwrap_or(("", ""));
+                vec![
+                    o.topic.clone(),
+                    o.partition.to_string(),
+                    number_or_dash(o.committed),
+                    number_or_dash(o.log_end),
+                    number_or_dash(o.lag),
+                    format_lag_time(o.lag_ms),
+                    dash_if_empty(&o.member_id),
+                    dash_if_empty(host),
+                    dash_if_empty(client),
+                ]
+            })
+            .collect();
+        out.push_str(&render_table(
+            &[
+                ("TOPIC", Align::Left),
+                ("PARTITION", Align::Right),
+                ("CURRENT-OFFSET", Align::Right),
+                ("LOG-END-OFFSET", Align::Right),
+                ("LAG", Align::Right),
+                ("LAG-TIME", Align::Right),
+                ("CONSUMER-ID", Align::Left),
+                ("HOST", Align::Left),
+                ("CLIENT-ID", Align::Left),
+            ],
+            &rows,
+        ));
+    }
+    if !g.members.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = g
+            .members
+            .iter()
+            .map(|m| {
+                let assignment = m
+                    .assignment
+                    .iter()
+                    .map(|t| {
+                        let ps: Vec<String> = t.partitions.iter().map(i32::to_string).collect();
+                        format!("{}({})", t.topic, ps.join(","))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                vec![
+                    m.member_id.clone(),
+                    dash_if_empty(&m.instance_id),
+                    dash_if_empty(&m.client_host),
+                    dash_if_empty(&m.client_id),
+                    dash_if_empty(&assignment),
+                ]
+            })
+            .collect();
+        out.push_str(&render_table(
+            &[
+                ("CONSUMER-ID", Align::Left),
+                ("INSTANCE-ID", Align::Left),
+                ("HOST", Align::Left),
+                ("CLIENT-ID", Align::Left),
+                ("ASSIGNMENT", Align::Left),
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
+/// `cirrus admin groups reset-offsets`: old and new offset per partition, then whether
+/// they were committed.
+pub fn render_reset(group: &str, r: &pb::ResetOffsetsResponse) -> String {
+    if r.offsets.is_empty() {
+        return format!("group {group}: no partitions to reset\n");
+    }
+    let rows: Vec<Vec<String>> = r
+        .offsets
+        .iter()
+        .map(|o| {
+            vec![
+                o.topic.clone(),
+                o.partition.to_string(),
+                number_or_dash(o.previous),
+                o.new_offset.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = render_table(
+        &[
+            ("TOPIC", Align::Left),
+            ("PARTITION", Align::Right),
+            ("PREVIOUS-OFFSET", Align::Right),
+            ("NEW-OFFSET", Align::Right),
+        ],
+        &rows,
+    );
+    if r.executed {
+        let _ = writeln!(out, "committed the new offsets of group {group}");
+    } else {
+        out.push_str("dry run: nothing committed (add --execute to commit)\n");
+    }
+    out
 }
 
 /// `cirrus admin autoscale`: the recommendation first, then what it is based on.
@@ -1425,6 +1783,7 @@ PARTITION  STREAM ID  OWNER  EPOCH  MOVING TO  ONLINE  LOG START  HIGH WATERMARK
         pub(super) struct Seen {
             pub(super) drains: Vec<pb::DrainBrokerRequest>,
             pub(super) creates: Vec<pb::CreateTopicRequest>,
+            pub(super) resets: Vec<pb::ResetOffsetsRequest>,
         }
 
         pub(super) struct Fake {
@@ -1547,6 +1906,61 @@ PARTITION  STREAM ID  OWNER  EPOCH  MOVING TO  ONLINE  LOG START  HIGH WATERMARK
                     super::progress(0, 2, false),
                 )]))))
             }
+            async fn list_offsets(
+                &self,
+                _: Request<pb::ListOffsetsRequest>,
+            ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+                Err(Status::unimplemented("not used by the CLI"))
+            }
+            async fn list_groups(
+                &self,
+                _: Request<pb::ListGroupsRequest>,
+            ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+                Ok(Response::new(pb::ListGroupsResponse {
+                    groups: vec![pb::GroupListing {
+                        group: "billing".into(),
+                        protocol_type: "consumer".into(),
+                        state: "Stable".into(),
+                        coordinator: 2,
+                    }],
+                }))
+            }
+            async fn describe_group(
+                &self,
+                request: Request<pb::DescribeGroupRequest>,
+            ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+                match request.into_inner().group.as_str() {
+                    "billing" => Ok(Response::new(super::sample_group())),
+                    other => Ok(Response::new(pb::DescribeGroupResponse {
+                        group: other.into(),
+                        state: "Dead".into(),
+                        coordinator: 1,
+                        ..Default::default()
+                    })),
+                }
+            }
+            async fn reset_offsets(
+                &self,
+                request: Request<pb::ResetOffsetsRequest>,
+            ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
+                let request = request.into_inner();
+                if request.group == "billing" {
+                    return Err(Status::failed_precondition(
+                        "group \"billing\" has 2 active members (state Stable)",
+                    ));
+                }
+                let executed = request.execute;
+                self.seen.lock().unwrap().resets.push(request);
+                Ok(Response::new(pb::ResetOffsetsResponse {
+                    offsets: vec![pb::OffsetReset {
+                        topic: "orders".into(),
+                        partition: 0,
+                        previous: 7,
+                        new_offset: 0,
+                    }],
+                    executed,
+                }))
+            }
         }
 
         /// Serves a fake on 127.0.0.1:0; returns its address.
@@ -1560,6 +1974,212 @@ PARTITION  STREAM ID  OWNER  EPOCH  MOVING TO  ONLINE  LOG START  HIGH WATERMARK
             );
             addr
         }
+    }
+
+    fn sample_group() -> pb::DescribeGroupResponse {
+        pb::DescribeGroupResponse {
+            group: "billing".into(),
+            state: "Stable".into(),
+            protocol_type: "consumer".into(),
+            protocol: "range".into(),
+            coordinator: 2,
+            members: vec![pb::GroupMember {
+                member_id: "m-1".into(),
+                instance_id: String::new(),
+                client_id: "app".into(),
+                client_host: "/10.0.0.9".into(),
+                assignment: vec![pb::TopicPartitions {
+                    topic: "orders".into(),
+                    partitions: vec![0, 1],
+                }],
+            }],
+            offsets: vec![
+                pb::GroupOffset {
+                    topic: "orders".into(),
+                    partition: 0,
+                    committed: 90,
+                    log_end: 100,
+                    lag: 10,
+                    lag_ms: 125_000,
+                    member_id: "m-1".into(),
+                    metadata: String::new(),
+                },
+                pb::GroupOffset {
+                    topic: "orders".into(),
+                    partition: 1,
+                    committed: -1,
+                    log_end: -1,
+                    lag: -1,
+                    lag_ms: -1,
+                    member_id: "m-1".into(),
+                    metadata: String::new(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn group_rendering() {
+        assert_eq!(
+            render_group(&sample_group()),
+            "group billing: state Stable, assignor range, coordinator broker 2, 1 member\n\
+             total lag: 10 records, oldest unconsumed: 2m05s\n\
+             \n\
+             TOPIC   PARTITION  CURRENT-OFFSET  LOG-END-OFFSET  LAG  LAG-TIME  CONSUMER-ID  HOST       CLIENT-ID\n\
+             orders          0              90             100   10     2m05s  m-1          /10.0.0.9  app\n\
+             orders          1               -               -    -         -  m-1          /10.0.0.9  app\n\
+             \n\
+             CONSUMER-ID  INSTANCE-ID  HOST       CLIENT-ID  ASSIGNMENT\n\
+             m-1          -            /10.0.0.9  app        orders(0,1)\n"
+        );
+        for (ms, text) in [
+            (-1, "-"),
+            (0, "0s"),
+            (850, "850ms"),
+            (12_345, "12.3s"),
+            (245_000, "4m05s"),
+            (7_380_000, "2h03m"),
+        ] {
+            assert_eq!(format_lag_time(ms), text);
+        }
+        assert_eq!(
+            parse_topic_partitions("orders:0, 2").unwrap(),
+            ("orders".to_string(), vec![0, 2])
+        );
+        assert_eq!(
+            parse_topic_partitions("orders").unwrap(),
+            ("orders".to_string(), vec![])
+        );
+        assert!(parse_topic_partitions("orders:x").is_err());
+        assert!(parse_topic_partitions("orders:-1").is_err());
+        assert!(parse_topic_partitions(":1").is_err());
+        assert_eq!(parse_datetime_ms("1970-01-01T00:00:01Z").unwrap(), 1000);
+        assert_eq!(
+            parse_datetime_ms("2026-11-23T18:00:00").unwrap(),
+            1_795_456_800_000
+        );
+        assert!(parse_datetime_ms("yesterday").is_err());
+    }
+
+    #[tokio::test]
+    async fn group_commands_against_a_fake_server() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(fake::Seen::default()));
+        let addr = fake::start(fake::Fake {
+            cluster: sample_cluster(),
+            topic: sample_topic(),
+            seen: seen.clone(),
+        })
+        .await;
+        let mut client = connect(&addr.to_string()).await.unwrap();
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            admin: AdminArgs,
+        }
+        let mut exec = async |args: &[&str]| {
+            let parsed = <Cli as clap::Parser>::try_parse_from(
+                ["admin", "--bootstrap-server", "x"].iter().chain(args),
+            )
+            .map_err(|e| e.to_string())?;
+            execute(&mut client, parsed.admin.command, &mut |_| {})
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let listed = exec(&["groups", "list"]).await.unwrap();
+        assert_eq!(
+            listed,
+            "GROUP    STATE   PROTOCOL-TYPE  COORDINATOR\nbilling  Stable  consumer                 2\n"
+        );
+        let described = exec(&["groups", "describe", "billing"]).await.unwrap();
+        assert_eq!(described, render_group(&sample_group()));
+        let dead = exec(&["groups", "describe", "gone"]).await.unwrap();
+        assert!(
+            dead.starts_with("group gone: state Dead, coordinator broker 1, 0 members\n"),
+            "{dead}"
+        );
+        assert!(dead.ends_with("no committed offsets\n"), "{dead}");
+
+        // The target is required and exclusive; partitions or --all-topics are required.
+        let err = exec(&["groups", "reset-offsets", "g", "--topic", "orders"])
+            .await
+            .unwrap_err();
+        assert!(err.contains("required"), "{err}");
+        let err = exec(&[
+            "groups",
+            "reset-offsets",
+            "g",
+            "--all-topics",
+            "--to-earliest",
+            "--to-latest",
+        ])
+        .await
+        .unwrap_err();
+        assert!(err.contains("cannot be used with"), "{err}");
+        let err = exec(&["groups", "reset-offsets", "g", "--to-earliest"])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "name the partitions to reset with --topic, or use --all-topics"
+        );
+
+        let dry = exec(&[
+            "groups",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "orders:0",
+            "--shift-by",
+            "-7",
+        ])
+        .await
+        .unwrap();
+        assert_eq!(
+            dry,
+            "TOPIC   PARTITION  PREVIOUS-OFFSET  NEW-OFFSET\n\
+             orders          0                7           0\n\
+             dry run: nothing committed (add --execute to commit)\n"
+        );
+        let done = exec(&[
+            "groups",
+            "reset-offsets",
+            "g",
+            "--all-topics",
+            "--to-datetime",
+            "1970-01-01T00:00:02Z",
+            "--execute",
+        ])
+        .await
+        .unwrap();
+        assert!(
+            done.ends_with("committed the new offsets of group g\n"),
+            "{done}"
+        );
+        let err = exec(&[
+            "groups",
+            "reset-offsets",
+            "billing",
+            "--all-topics",
+            "--to-latest",
+        ])
+        .await
+        .unwrap_err();
+        assert!(err.contains("has 2 active members"), "{err}");
+
+        let resets = std::mem::take(&mut seen.lock().unwrap().resets);
+        use pb::reset_offsets_request::Target;
+        assert_eq!(resets.len(), 2);
+        assert_eq!(resets[0].target, Some(Target::ShiftBy(-7)));
+        assert_eq!(
+            resets[0].topics,
+            vec![pb::TopicPartitions {
+                topic: "orders".into(),
+                partitions: vec![0]
+            }]
+        );
+        assert!(!resets[0].execute && !resets[0].all_topics);
+        assert_eq!(resets[1].target, Some(Target::ToDatetimeMs(2000)));
+        assert!(resets[1].execute && resets[1].all_topics);
     }
 
     #[tokio::test]

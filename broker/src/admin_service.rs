@@ -1,18 +1,27 @@
-//! The admin gRPC API (`cirrus.admin.v1.Admin`, proto/) served by every cluster member
-//! on `--admin-listen`; `cirrus admin` is its client.
+//! The admin gRPC API (`cirrus.admin.v1.Admin`, proto/) served by every broker on
+//! `--admin-listen`; `cirrus admin` is its client.
 //!
-//! Every call reads or writes the shared metadata store, so any broker gives the same
-//! answer. Moves are requests: they set `moving_to` on owner records and the current
-//! owners perform the handover (see [`crate::cluster`]); calls with `wait` then poll the
-//! owner records (bounded by the client's deadline) and stream [`Progress`].
+//! Cluster and topic calls read or write the shared metadata store, so any broker gives
+//! the same answer. Moves are requests: they set `moving_to` on owner records and the
+//! current owners perform the handover (see [`crate::cluster`]); calls with `wait` then
+//! poll the owner records (bounded by the client's deadline) and stream [`Progress`].
+//! On a single node the cluster calls (moves, drains, rebalance) answer
+//! FAILED_PRECONDITION.
+//!
+//! What only one broker knows is forwarded to it over this same API, with `forwarded`
+//! set so the receiver answers locally and never forwards again: partition offsets to
+//! the partition's owner ([`ListOffsets`]), a group's live state to its coordinator
+//! (DescribeGroup, ResetOffsets), and ListGroups to every live broker. Each forwarded
+//! call is bounded by [`FORWARD_TIMEOUT`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cirrus_controller::{MetaError, OwnerChange, OwnerRecord};
+use cirrus_controller::{CommittedOffset, MetaError, OwnerChange, OwnerRecord};
 use cirrus_proto::admin::v1 as pb;
+use cirrus_proto::admin::v1::admin_client::AdminClient;
 use cirrus_proto::admin::v1::admin_server::{Admin, AdminServer};
 use futures::Stream;
 use tokio::net::TcpListener;
@@ -21,6 +30,7 @@ use tonic::{Request, Response, Status};
 
 use crate::cluster::Member;
 use crate::error::BrokerError;
+use crate::groups::{Coordinator, GroupError};
 use crate::log::LogManager;
 
 /// How often a waiting call re-reads the owner records.
@@ -32,14 +42,15 @@ const DEFAULT_MAX_MOVES: usize = 1000;
 
 type ProgressStream = Pin<Box<dyn Stream<Item = Result<pb::Progress, Status>> + Send>>;
 
+/// Bound on one call forwarded to another broker (connect included).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the admin API on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
-    member: Arc<Member>,
-    logs: Arc<LogManager>,
+    service: AdminService,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let service = AdminService { member, logs };
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     let result = tonic::transport::Server::builder()
         .add_service(AdminServer::new(service))
@@ -52,10 +63,14 @@ pub async fn serve(
     }
 }
 
+/// The admin API of one broker.
 #[derive(Debug, Clone)]
-struct AdminService {
-    member: Arc<Member>,
+pub struct AdminService {
     logs: Arc<LogManager>,
+    /// None on a single node.
+    member: Option<Arc<Member>>,
+    groups: Arc<Coordinator>,
+    autoscale: crate::load::AutoscaleSlot,
 }
 
 fn meta_status(e: MetaError) -> Status {
@@ -83,11 +98,37 @@ fn broker_status(e: BrokerError) -> Status {
 }
 
 impl AdminService {
+    pub fn new(
+        logs: Arc<LogManager>,
+        member: Option<Arc<Member>>,
+        groups: Arc<Coordinator>,
+        autoscale: crate::load::AutoscaleSlot,
+    ) -> AdminService {
+        AdminService {
+            logs,
+            member,
+            groups,
+            autoscale,
+        }
+    }
+
+    fn meta(&self) -> &cirrus_controller::Metadata {
+        &self.logs.meta
+    }
+
+    /// The cluster membership, or FAILED_PRECONDITION on a single node.
+    fn member(&self) -> Result<&Arc<Member>, Status> {
+        self.member.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this broker runs as a single node (no --etcd-endpoints): there are no other brokers to move partitions to",
+            )
+        })
+    }
+
     /// Stream ids of a topic's partitions, by index.
     async fn streams_of(&self, topic: &str) -> Result<Vec<u64>, Status> {
         let record = self
-            .member
-            .meta
+            .meta()
             .get_topic(topic)
             .await
             .map_err(meta_status)?
@@ -107,8 +148,7 @@ impl AdminService {
                 expected_version: *version,
             })
             .collect();
-        self.member
-            .meta
+        self.meta()
             .apply_owner_changes(&changes, &[])
             .await
             .map_err(meta_status)
@@ -121,7 +161,7 @@ impl AdminService {
         F: Fn(&HashMap<u64, OwnerRecord>) -> usize + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(16);
-        let meta = self.member.meta.clone();
+        let meta = self.logs.meta.clone();
         tokio::spawn(async move {
             let started = Instant::now();
             let mut last_done = usize::MAX;
@@ -210,8 +250,11 @@ impl Admin for AdminService {
         &self,
         _request: Request<pb::DescribeClusterRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
-        let meta = &self.member.meta;
-        let view = self.member.refresh_view().await.map_err(meta_status)?;
+        let meta = &self.meta();
+        let Some(member) = &self.member else {
+            return self.describe_single_node().await.map(Response::new);
+        };
+        let view = member.refresh_view().await.map_err(meta_status)?;
         let loads: HashMap<i32, cirrus_controller::BrokerLoad> = meta
             .list_loads()
             .await
@@ -281,7 +324,7 @@ impl Admin for AdminService {
         &self,
         _request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
-        let topics = self.member.meta.list_topics().await.map_err(meta_status)?;
+        let topics = self.meta().list_topics().await.map_err(meta_status)?;
         Ok(Response::new(pb::ListTopicsResponse {
             topics: topics
                 .into_iter()
@@ -301,33 +344,62 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
         let name = request.into_inner().name;
         let record = self
-            .member
-            .meta
+            .meta()
             .get_topic(&name)
             .await
             .map_err(meta_status)?
             .ok_or_else(|| Status::not_found(format!("topic {name} does not exist")))?;
-        let view = self.member.refresh_view().await.map_err(meta_status)?;
+        let view = match &self.member {
+            Some(member) => Some(member.refresh_view().await.map_err(meta_status)?),
+            None => None,
+        };
+        let offsets = self
+            .list_offsets_anywhere(
+                record
+                    .partitions
+                    .iter()
+                    .map(|p| query(&record.name, p.index))
+                    .collect(),
+            )
+            .await;
         let local = self.logs.partitions_by_stream();
         let partitions = record
             .partitions
             .iter()
-            .map(|p| {
-                let owner = view.owners.get(&p.stream_id);
-                let high_watermark = local
-                    .get(&p.stream_id)
-                    .map(|l| l.lock())
-                    .filter(|st| st.owned)
-                    .map_or(-1, |st| st.high_watermark);
-                pb::PartitionInfo {
+            .zip(offsets)
+            .map(|(p, found)| {
+                let (log_start_offset, high_watermark) = if found.error.is_empty() {
+                    (found.log_start_offset, found.high_watermark)
+                } else {
+                    (p.log_start_offset, -1)
+                };
+                let info = pb::PartitionInfo {
                     index: p.index,
                     stream_id: p.stream_id,
-                    owner: owner.map_or(-1, |o| o.broker),
-                    epoch: owner.map_or(-1, |o| o.epoch),
-                    moving_to: owner.and_then(|o| o.moving_to).unwrap_or(-1),
-                    online: owner.is_some_and(|o| view.brokers.contains_key(&o.broker)),
-                    log_start_offset: p.log_start_offset,
+                    log_start_offset,
                     high_watermark,
+                    ..Default::default()
+                };
+                match &view {
+                    Some(view) => {
+                        let owner = view.owners.get(&p.stream_id);
+                        pb::PartitionInfo {
+                            owner: owner.map_or(-1, |o| o.broker),
+                            epoch: owner.map_or(-1, |o| o.epoch),
+                            moving_to: owner.and_then(|o| o.moving_to).unwrap_or(-1),
+                            online: owner.is_some_and(|o| view.brokers.contains_key(&o.broker)),
+                            ..info
+                        }
+                    }
+                    None => pb::PartitionInfo {
+                        owner: self.logs.settings.node_id,
+                        epoch: local
+                            .get(&p.stream_id)
+                            .map_or(-1, |l| l.lock().leader_epoch),
+                        moving_to: -1,
+                        online: true,
+                        ..info
+                    },
                 }
             })
             .collect();
@@ -376,10 +448,9 @@ impl Admin for AdminService {
         if req.moves.is_empty() {
             return Err(Status::invalid_argument("no partitions to move"));
         }
-        let view = self.member.refresh_view().await.map_err(meta_status)?;
+        let view = self.member()?.refresh_view().await.map_err(meta_status)?;
         let versions: HashMap<u64, (OwnerRecord, u64)> = self
-            .member
-            .meta
+            .meta()
             .list_owners()
             .await
             .map_err(meta_status)?
@@ -459,7 +530,7 @@ impl Admin for AdminService {
     ) -> Result<Response<Self::DrainBrokerStream>, Status> {
         let req = request.into_inner();
         let id = req.broker_id;
-        let view = self.member.refresh_view().await.map_err(meta_status)?;
+        let view = self.member()?.refresh_view().await.map_err(meta_status)?;
         let owned = view.owners.values().filter(|o| o.broker == id).count();
         if !view.brokers.contains_key(&id) && owned == 0 {
             return Err(Status::not_found(format!(
@@ -476,11 +547,7 @@ impl Admin for AdminService {
                 "no other live, undrained broker can take broker {id}'s {owned} partitions"
             )));
         }
-        self.member
-            .meta
-            .set_drain(id, true)
-            .await
-            .map_err(meta_status)?;
+        self.meta().set_drain(id, true).await.map_err(meta_status)?;
         let message = format!("draining broker {id}");
         if !req.wait {
             return Ok(Response::new(Self::recorded(owned, message)));
@@ -500,8 +567,8 @@ impl Admin for AdminService {
         request: Request<pb::UndrainBrokerRequest>,
     ) -> Result<Response<pb::UndrainBrokerResponse>, Status> {
         let id = request.into_inner().broker_id;
-        self.member
-            .meta
+        self.member()?;
+        self.meta()
             .set_drain(id, false)
             .await
             .map_err(meta_status)?;
@@ -517,7 +584,8 @@ impl Admin for AdminService {
             0 => DEFAULT_MAX_MOVES,
             n => n as usize,
         };
-        let view = cirrus_controller::read_view(&self.member.meta)
+        self.member()?;
+        let view = cirrus_controller::read_view(self.meta())
             .await
             .map_err(meta_status)?;
         let plan = cirrus_controller::rebalance_plan(&view, max_moves);
@@ -530,8 +598,7 @@ impl Admin for AdminService {
             }
         }
         let recorded = self
-            .member
-            .meta
+            .meta()
             .apply_owner_changes(&plan, &[])
             .await
             .map_err(meta_status)?;
@@ -553,8 +620,11 @@ impl Admin for AdminService {
         &self,
         _request: Request<pb::GetAutoscaleRequest>,
     ) -> Result<Response<pb::GetAutoscaleResponse>, Status> {
-        let live = self.member.view().brokers.len() as u32;
-        let r = crate::load::current(&self.member.autoscale, &self.member.autoscale_targets, live);
+        let live = self
+            .member
+            .as_ref()
+            .map_or(1, |m| m.view().brokers.len() as u32);
+        let r = crate::load::current(&self.autoscale, &self.logs.settings.autoscale, live);
         Ok(Response::new(pb::GetAutoscaleResponse {
             recommended_brokers: r.recommended_brokers,
             current_brokers: r.current_brokers,
@@ -572,5 +642,625 @@ impl Admin for AdminService {
             max_brokers: r.targets.max_brokers,
             measured_brokers: r.measured_brokers,
         }))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let req = request.into_inner();
+        let partitions = if req.forwarded {
+            self.list_offsets_local(&req.partitions).await
+        } else {
+            self.list_offsets_anywhere(req.partitions).await
+        };
+        Ok(Response::new(pb::ListOffsetsResponse { partitions }))
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let req = request.into_inner();
+        let local = self.groups.list(&req.states).await.map_err(group_status)?;
+        let mut groups: Vec<pb::GroupListing> = local
+            .into_iter()
+            .map(|(group, protocol_type, state)| pb::GroupListing {
+                group,
+                protocol_type,
+                state,
+                coordinator: self.node_id(),
+            })
+            .collect();
+        if let (false, Some(member)) = (req.forwarded, &self.member) {
+            let view = member.view();
+            let others = view
+                .brokers
+                .values()
+                .filter(|b| b.id != self.node_id())
+                .map(|b| {
+                    let request = pb::ListGroupsRequest {
+                        states: req.states.clone(),
+                        forwarded: true,
+                    };
+                    let (id, addr) = (b.id, b.admin_addr.clone());
+                    async move {
+                        let mut client = connect(&addr).await?;
+                        client.list_groups(request).await.map_err(|e| {
+                            Status::unavailable(format!(
+                                "broker {id} did not list its groups: {}",
+                                e.message()
+                            ))
+                        })
+                    }
+                });
+            for answer in futures::future::join_all(others).await {
+                groups.extend(answer?.into_inner().groups);
+            }
+        }
+        groups.sort_by(|a, b| a.group.cmp(&b.group));
+        groups.dedup_by(|a, b| a.group == b.group);
+        Ok(Response::new(pb::ListGroupsResponse { groups }))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        let req = request.into_inner();
+        if !req.forwarded
+            && let Some((_, addr)) = self.coordinator_addr(&req.group)?
+        {
+            let mut client = connect(&addr).await?;
+            return client
+                .describe_group(pb::DescribeGroupRequest {
+                    forwarded: true,
+                    ..req
+                })
+                .await;
+        }
+        Ok(Response::new(self.describe_group_local(&req.group).await?))
+    }
+
+    async fn reset_offsets(
+        &self,
+        request: Request<pb::ResetOffsetsRequest>,
+    ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
+        let req = request.into_inner();
+        if !req.forwarded
+            && let Some((_, addr)) = self.coordinator_addr(&req.group)?
+        {
+            let mut client = connect(&addr).await?;
+            return client
+                .reset_offsets(pb::ResetOffsetsRequest {
+                    forwarded: true,
+                    ..req
+                })
+                .await;
+        }
+        Ok(Response::new(self.reset_offsets_local(req).await?))
+    }
+}
+
+/// A ListOffsets query for the offsets of one partition, without lookups.
+fn query(topic: &str, partition: i32) -> pb::PartitionOffsetQuery {
+    pb::PartitionOffsetQuery {
+        topic: topic.to_string(),
+        partition,
+        timestamp_ms: None,
+        timestamp_of_offset: None,
+    }
+}
+
+/// The answer for a partition that has none.
+fn offsets_error(q: &pb::PartitionOffsetQuery, error: String) -> pb::PartitionOffsets {
+    pb::PartitionOffsets {
+        topic: q.topic.clone(),
+        partition: q.partition,
+        error,
+        log_start_offset: -1,
+        high_watermark: -1,
+        offset_for_timestamp: -1,
+        timestamp_of_offset: -1,
+    }
+}
+
+fn group_status(e: GroupError) -> Status {
+    match e {
+        GroupError::NotCoordinator | GroupError::CoordinatorNotAvailable => Status::unavailable(
+            format!("{e}; the coordinator is moving, try again in a moment"),
+        ),
+        GroupError::InvalidGroupId | GroupError::InvalidRequest => {
+            Status::invalid_argument(e.to_string())
+        }
+        GroupError::UnknownTopicOrPartition => Status::not_found(e.to_string()),
+        GroupError::GroupIdNotFound => Status::not_found(e.to_string()),
+        _ => Status::failed_precondition(e.to_string()),
+    }
+}
+
+/// A client of another broker's admin API, bounded by [`FORWARD_TIMEOUT`].
+async fn connect(addr: &str) -> Result<AdminClient<tonic::transport::Channel>, Status> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::internal(format!("bad admin address {addr:?}: {e}")))?
+        .connect_timeout(FORWARD_TIMEOUT)
+        .timeout(FORWARD_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot reach the admin API of {addr}: {e}")))?;
+    Ok(AdminClient::new(channel))
+}
+
+impl AdminService {
+    fn node_id(&self) -> i32 {
+        self.logs.settings.node_id
+    }
+
+    /// DescribeCluster of a single node: itself, owning every partition.
+    async fn describe_single_node(&self) -> Result<pb::DescribeClusterResponse, Status> {
+        let topics = self.meta().list_topics().await.map_err(meta_status)?;
+        let partitions: usize = topics.iter().map(|t| t.partitions.len()).sum();
+        let settings = &self.logs.settings;
+        let load = crate::load::current(&self.autoscale, &settings.autoscale, 1);
+        Ok(pb::DescribeClusterResponse {
+            brokers: vec![pb::BrokerInfo {
+                id: settings.node_id,
+                host: settings.advertised_host.clone(),
+                port: settings.advertised_port,
+                admin_addr: settings.admin_listen.to_string(),
+                live: true,
+                partitions: partitions as u32,
+                bytes_in_per_sec: load.bytes_in_per_sec,
+                bytes_out_per_sec: load.bytes_out_per_sec,
+                ..Default::default()
+            }],
+            controller_id: settings.node_id,
+            topics: topics.len() as u32,
+            partitions: partitions as u32,
+            offline_partitions: 0,
+        })
+    }
+
+    /// The offsets of one partition this broker serves.
+    async fn offsets_of(&self, q: &pb::PartitionOffsetQuery) -> pb::PartitionOffsets {
+        let Ok(partition) = self.logs.partition(&q.topic, q.partition) else {
+            return offsets_error(q, "unknown topic or partition".to_string());
+        };
+        let (served, log_start_offset, high_watermark) = {
+            let st = partition.lock();
+            (
+                st.owned && !st.deleted,
+                st.log_start_offset,
+                st.high_watermark,
+            )
+        };
+        if !served {
+            return offsets_error(
+                q,
+                format!(
+                    "broker {} does not serve this partition (now)",
+                    self.node_id()
+                ),
+            );
+        }
+        let offset_for_timestamp = match q.timestamp_ms {
+            None => -1,
+            Some(ts) => match self.logs.offset_for_timestamp(&partition, ts).await {
+                Ok(found) => found.map_or(high_watermark, |(offset, _)| offset),
+                Err(e) => return offsets_error(q, e.to_string()),
+            },
+        };
+        let timestamp_of_offset = match q.timestamp_of_offset {
+            None => -1,
+            Some(offset) => match self.logs.timestamp_at_offset(&partition, offset).await {
+                Ok(found) => found.unwrap_or(-1),
+                Err(e) => return offsets_error(q, e.to_string()),
+            },
+        };
+        pb::PartitionOffsets {
+            topic: q.topic.clone(),
+            partition: q.partition,
+            error: String::new(),
+            log_start_offset,
+            high_watermark,
+            offset_for_timestamp,
+            timestamp_of_offset,
+        }
+    }
+
+    async fn list_offsets_local(
+        &self,
+        queries: &[pb::PartitionOffsetQuery],
+    ) -> Vec<pb::PartitionOffsets> {
+        let mut out = Vec::with_capacity(queries.len());
+        for q in queries {
+            out.push(self.offsets_of(q).await);
+        }
+        out
+    }
+
+    /// Answers every query, in order: partitions served here locally, the others by
+    /// their owners (one forwarded call per owner, concurrently). A partition whose
+    /// owner is not live or does not answer gets an error entry.
+    async fn list_offsets_anywhere(
+        &self,
+        queries: Vec<pb::PartitionOffsetQuery>,
+    ) -> Vec<pb::PartitionOffsets> {
+        let Some(member) = &self.member else {
+            return self.list_offsets_local(&queries).await;
+        };
+        let view = member.view();
+        let mut out: Vec<pb::PartitionOffsets> = queries
+            .iter()
+            .map(|q| offsets_error(q, "the partition has no owner".to_string()))
+            .collect();
+        let mut by_owner: BTreeMap<i32, Vec<(usize, pb::PartitionOffsetQuery)>> = BTreeMap::new();
+        for (i, q) in queries.into_iter().enumerate() {
+            let owner = self
+                .logs
+                .partition(&q.topic, q.partition)
+                .ok()
+                .and_then(|p| view.owners.get(&p.stream_id).map(|o| o.broker));
+            match owner {
+                Some(broker) => by_owner.entry(broker).or_default().push((i, q)),
+                None if self.logs.partition(&q.topic, q.partition).is_err() => {
+                    out[i] = offsets_error(&q, "unknown topic or partition".to_string());
+                }
+                None => {}
+            }
+        }
+        let view = &view;
+        let calls = by_owner.into_iter().map(|(broker, items)| async move {
+            let (indices, qs): (Vec<usize>, Vec<pb::PartitionOffsetQuery>) =
+                items.into_iter().unzip();
+            let answers = if broker == self.node_id() {
+                self.list_offsets_local(&qs).await
+            } else {
+                let failed = |why: String| -> Vec<pb::PartitionOffsets> {
+                    qs.iter().map(|q| offsets_error(q, why.clone())).collect()
+                };
+                match view.brokers.get(&broker) {
+                    None => failed(format!("its owner, broker {broker}, is not live")),
+                    Some(b) => {
+                        let request = pb::ListOffsetsRequest {
+                            partitions: qs.clone(),
+                            forwarded: true,
+                        };
+                        let answer = match connect(&b.admin_addr).await {
+                            Ok(mut client) => client.list_offsets(request).await,
+                            Err(e) => Err(e),
+                        };
+                        match answer {
+                            Ok(r) if r.get_ref().partitions.len() == qs.len() => {
+                                r.into_inner().partitions
+                            }
+                            Ok(_) => failed(format!("broker {broker} answered another count")),
+                            Err(e) => failed(format!(
+                                "its owner, broker {broker}, did not answer: {}",
+                                e.message()
+                            )),
+                        }
+                    }
+                }
+            };
+            indices.into_iter().zip(answers).collect::<Vec<_>>()
+        });
+        for pairs in futures::future::join_all(calls).await {
+            for (i, answer) in pairs {
+                out[i] = answer;
+            }
+        }
+        out
+    }
+
+    /// The admin address of a group's coordinator, or None if it is this broker.
+    fn coordinator_addr(&self, group: &str) -> Result<Option<(i32, String)>, Status> {
+        let (node, _, _) = self.groups.find_coordinator(group).map_err(group_status)?;
+        if node == self.node_id() {
+            return Ok(None);
+        }
+        let addr = self
+            .member
+            .as_ref()
+            .and_then(|m| m.view().brokers.get(&node).map(|b| b.admin_addr.clone()))
+            .ok_or_else(|| {
+                Status::unavailable(format!(
+                    "the group's coordinator, broker {node}, is not live"
+                ))
+            })?;
+        Ok(Some((node, addr)))
+    }
+
+    async fn describe_group_local(&self, group: &str) -> Result<pb::DescribeGroupResponse, Status> {
+        if let Ok(consumer) = self.groups.consumer_describe(group).await
+            && !consumer.members.is_empty()
+        {
+            return self.describe_consumer_group(consumer).await;
+        }
+        let desc = self.groups.describe(group).await.map_err(group_status)?;
+        let committed = self
+            .groups
+            .fetch_offsets(group)
+            .await
+            .map_err(group_status)?;
+        let mut assigned: BTreeMap<(String, i32), String> = BTreeMap::new();
+        let mut members = Vec::with_capacity(desc.members.len());
+        for m in &desc.members {
+            let assignment = if desc.protocol_type == "consumer" {
+                crate::groups::state::assigned_partitions(&m.assignment).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            for (topic, partitions) in &assignment {
+                for p in partitions {
+                    assigned.insert((topic.clone(), *p), m.member_id.clone());
+                }
+            }
+            members.push(pb::GroupMember {
+                member_id: m.member_id.clone(),
+                instance_id: m.instance_id.clone().unwrap_or_default(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                assignment: assignment
+                    .into_iter()
+                    .map(|(topic, partitions)| pb::TopicPartitions { topic, partitions })
+                    .collect(),
+            });
+        }
+        let offsets = self.offset_rows(committed, &assigned).await;
+        Ok(pb::DescribeGroupResponse {
+            group: group.to_string(),
+            state: desc.state.name().to_string(),
+            protocol_type: desc.protocol_type,
+            protocol: desc.protocol_data,
+            coordinator: self.node_id(),
+            members,
+            offsets,
+        })
+    }
+
+    /// DescribeGroup of a KIP-848 consumer group (members and assignments from the
+    /// consumer group state machine; topic ids shown by name).
+    async fn describe_consumer_group(
+        &self,
+        d: crate::groups::consumer::ConsumerGroupDescription,
+    ) -> Result<pb::DescribeGroupResponse, Status> {
+        let committed = self
+            .groups
+            .fetch_offsets(&d.group_id)
+            .await
+            .map_err(group_status)?;
+        let names: HashMap<uuid::Uuid, String> = self
+            .logs
+            .topic_names()
+            .into_iter()
+            .filter_map(|n| self.logs.get_topic(&n).map(|t| (t.id, n)))
+            .collect();
+        let mut assigned: BTreeMap<(String, i32), String> = BTreeMap::new();
+        let members = d
+            .members
+            .iter()
+            .map(|m| {
+                let assignment: Vec<pb::TopicPartitions> = m
+                    .assignment
+                    .iter()
+                    .map(|(id, partitions)| {
+                        let topic = names.get(id).cloned().unwrap_or_else(|| id.to_string());
+                        for p in partitions {
+                            assigned.insert((topic.clone(), *p), m.member_id.clone());
+                        }
+                        pb::TopicPartitions {
+                            topic,
+                            partitions: partitions.clone(),
+                        }
+                    })
+                    .collect();
+                pb::GroupMember {
+                    member_id: m.member_id.clone(),
+                    instance_id: m.instance_id.clone().unwrap_or_default(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    assignment,
+                }
+            })
+            .collect();
+        let offsets = self.offset_rows(committed, &assigned).await;
+        Ok(pb::DescribeGroupResponse {
+            group: d.group_id.clone(),
+            state: crate::groups::consumer_coordinator::capitalized(d.state.name()),
+            protocol_type: "consumer".to_string(),
+            protocol: d.assignor_name.clone(),
+            coordinator: self.node_id(),
+            members,
+            offsets,
+        })
+    }
+
+    /// The offset rows of a group description: every committed partition, then the
+    /// assigned partitions without a commit, with the log end and the lag.
+    async fn offset_rows(
+        &self,
+        committed: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
+        assigned: &BTreeMap<(String, i32), String>,
+    ) -> Vec<pb::GroupOffset> {
+        let mut rows: BTreeMap<(String, i32), Option<CommittedOffset>> = BTreeMap::new();
+        for (topic, partitions) in committed {
+            for (p, c) in partitions {
+                rows.insert((topic.clone(), p), Some(c));
+            }
+        }
+        for key in assigned.keys() {
+            rows.entry(key.clone()).or_insert(None);
+        }
+        let queries = rows
+            .iter()
+            .map(|((topic, p), c)| pb::PartitionOffsetQuery {
+                timestamp_of_offset: c.as_ref().map(|c| c.offset),
+                ..query(topic, *p)
+            })
+            .collect();
+        let answers = self.list_offsets_anywhere(queries).await;
+        let now = crate::log::now_ms();
+        rows.into_iter()
+            .zip(answers)
+            .map(|((key, c), found)| {
+                let known = found.error.is_empty();
+                let committed = c.as_ref().map_or(-1, |c| c.offset);
+                let log_end = if known { found.high_watermark } else { -1 };
+                let lag = if known && committed >= 0 {
+                    (log_end - committed).max(0)
+                } else {
+                    -1
+                };
+                let lag_ms = match lag {
+                    -1 => -1,
+                    0 => 0,
+                    _ if found.timestamp_of_offset >= 0 => (now - found.timestamp_of_offset).max(0),
+                    _ => -1,
+                };
+                pb::GroupOffset {
+                    member_id: assigned.get(&key).cloned().unwrap_or_default(),
+                    topic: key.0,
+                    partition: key.1,
+                    committed,
+                    log_end,
+                    lag,
+                    lag_ms,
+                    metadata: c.and_then(|c| c.metadata).unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    async fn reset_offsets_local(
+        &self,
+        req: pb::ResetOffsetsRequest,
+    ) -> Result<pb::ResetOffsetsResponse, Status> {
+        use pb::reset_offsets_request::Target;
+        let group = req.group.as_str();
+        let target = req.target.ok_or_else(|| {
+            Status::invalid_argument(
+                "say where to reset to: earliest, latest, a datetime, an offset or a shift",
+            )
+        })?;
+        let desc = self.groups.describe(group).await.map_err(group_status)?;
+        let (members, state) = match self.groups.consumer_describe(group).await {
+            Ok(c) if !c.members.is_empty() => (c.members.len(), c.state.name().to_string()),
+            _ => (desc.members.len(), desc.state.name().to_string()),
+        };
+        if members > 0 {
+            return Err(Status::failed_precondition(format!(
+                "group {group:?} has {members} active members (state {state}); offsets can only be reset while the group is inactive: stop its consumers first"
+            )));
+        }
+        let committed = self
+            .groups
+            .fetch_offsets(group)
+            .await
+            .map_err(group_status)?;
+        let mut partitions: Vec<(String, i32)> = Vec::new();
+        if req.all_topics {
+            for (topic, ps) in &committed {
+                partitions.extend(ps.keys().map(|p| (topic.clone(), *p)));
+            }
+        } else {
+            if req.topics.is_empty() {
+                return Err(Status::invalid_argument(
+                    "name the topics to reset, or all topics",
+                ));
+            }
+            for t in &req.topics {
+                let topic = self.logs.get_topic(&t.topic).ok_or_else(|| {
+                    Status::not_found(format!("topic {} does not exist", t.topic))
+                })?;
+                let count = topic.partitions.len() as i32;
+                if t.partitions.is_empty() {
+                    partitions.extend((0..count).map(|p| (t.topic.clone(), p)));
+                } else {
+                    for p in &t.partitions {
+                        if !(0..count).contains(p) {
+                            return Err(Status::not_found(format!(
+                                "topic {} has no partition {p} (it has {count})",
+                                t.topic
+                            )));
+                        }
+                        partitions.push((t.topic.clone(), *p));
+                    }
+                }
+            }
+        }
+        partitions.sort();
+        partitions.dedup();
+        let queries = partitions
+            .iter()
+            .map(|(topic, p)| pb::PartitionOffsetQuery {
+                timestamp_ms: match target {
+                    Target::ToDatetimeMs(ts) => Some(ts),
+                    _ => None,
+                },
+                ..query(topic, *p)
+            })
+            .collect();
+        let answers = self.list_offsets_anywhere(queries).await;
+        let mut resets = Vec::with_capacity(partitions.len());
+        for ((topic, p), found) in partitions.into_iter().zip(answers) {
+            if !found.error.is_empty() {
+                return Err(Status::unavailable(format!(
+                    "offsets of {topic}-{p} are not available: {}",
+                    found.error
+                )));
+            }
+            let previous = committed
+                .get(&topic)
+                .and_then(|ps| ps.get(&p))
+                .map_or(-1, |c| c.offset);
+            let (start, end) = (found.log_start_offset, found.high_watermark);
+            let new_offset = match target {
+                Target::ToEarliest(_) => start,
+                Target::ToLatest(_) => end,
+                Target::ToDatetimeMs(_) => found.offset_for_timestamp,
+                Target::ToOffset(o) => o.clamp(start, end),
+                Target::ShiftBy(n) => {
+                    if previous < 0 {
+                        return Err(Status::failed_precondition(format!(
+                            "{topic}-{p} has no committed offset to shift"
+                        )));
+                    }
+                    previous.saturating_add(n).clamp(start, end)
+                }
+            };
+            resets.push(pb::OffsetReset {
+                topic,
+                partition: p,
+                previous,
+                new_offset,
+            });
+        }
+        if req.execute && !resets.is_empty() {
+            let now = crate::log::now_ms();
+            let mut offsets: BTreeMap<String, BTreeMap<i32, CommittedOffset>> = BTreeMap::new();
+            for r in &resets {
+                offsets.entry(r.topic.clone()).or_default().insert(
+                    r.partition,
+                    CommittedOffset {
+                        offset: r.new_offset,
+                        leader_epoch: -1,
+                        metadata: Some(String::new()),
+                        commit_ms: now,
+                    },
+                );
+            }
+            // A commit outside group management: refused if a member joined meanwhile.
+            self.groups
+                .commit(group, "", None, -1, offsets)
+                .await
+                .map_err(group_status)?;
+            tracing::info!(group, partitions = resets.len(), "reset committed offsets");
+        }
+        Ok(pb::ResetOffsetsResponse {
+            offsets: resets,
+            executed: req.execute,
+        })
     }
 }

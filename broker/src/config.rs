@@ -238,6 +238,21 @@ pub struct SettingsArgs {
     #[arg(long, env = "CIRRUS_GROUP_INITIAL_REBALANCE_DELAY", value_parser = parse_duration)]
     #[serde(with = "humantime_serde")]
     pub group_initial_rebalance_delay: Option<Duration>,
+    /// How often each broker computes consumer lag (records and seconds behind) for the
+    /// partitions it owns, for the cirrus_consumer_group_lag_* metrics (0 = off). [default: 15s]
+    #[arg(long, env = "CIRRUS_CONSUMER_LAG_INTERVAL", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub consumer_lag_interval: Option<Duration>,
+    /// A member of a consumer-protocol group (KIP-848) that does not heartbeat this long is
+    /// removed (Kafka's group.consumer.session.timeout.ms; 1s..30m). [default: 45s]
+    #[arg(long, env = "CIRRUS_GROUP_CONSUMER_SESSION_TIMEOUT", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub group_consumer_session_timeout: Option<Duration>,
+    /// How often members of a consumer-protocol group (KIP-848) heartbeat (Kafka's
+    /// group.consumer.heartbeat.interval.ms; below the session timeout). [default: 5s]
+    #[arg(long, env = "CIRRUS_GROUP_CONSUMER_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub group_consumer_heartbeat_interval: Option<Duration>,
 }
 
 /// Validated, complete settings.
@@ -274,6 +289,10 @@ pub struct Settings {
     pub log_json: bool,
     pub offsets_retention: Duration,
     pub group_initial_rebalance_delay: Duration,
+    /// Zero when the lag monitor is off.
+    pub consumer_lag_interval: Duration,
+    pub group_consumer_session_timeout: Duration,
+    pub group_consumer_heartbeat_interval: Duration,
 }
 
 /// A setting that is missing, malformed or out of bounds.
@@ -350,7 +369,10 @@ impl SettingsArgs {
             object_store_latency,
             log_format,
             offsets_retention,
-            group_initial_rebalance_delay
+            group_initial_rebalance_delay,
+            consumer_lag_interval,
+            group_consumer_session_timeout,
+            group_consumer_heartbeat_interval
         )
     }
 
@@ -525,6 +547,37 @@ impl SettingsArgs {
                 "must be at most 5m",
             ));
         }
+        let consumer_lag_interval = self
+            .consumer_lag_interval
+            .unwrap_or(Duration::from_secs(15));
+        if !consumer_lag_interval.is_zero() && consumer_lag_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "consumer_lag_interval",
+                "must be 0 (off) or at least 1s",
+            ));
+        }
+        let group_consumer_session_timeout = self
+            .group_consumer_session_timeout
+            .unwrap_or(Duration::from_secs(45));
+        if group_consumer_session_timeout < Duration::from_secs(1)
+            || group_consumer_session_timeout > Duration::from_secs(1800)
+        {
+            return Err(invalid(
+                "group_consumer_session_timeout",
+                "must be between 1s and 30m",
+            ));
+        }
+        let group_consumer_heartbeat_interval = self
+            .group_consumer_heartbeat_interval
+            .unwrap_or(Duration::from_secs(5));
+        if group_consumer_heartbeat_interval < Duration::from_millis(100)
+            || group_consumer_heartbeat_interval >= group_consumer_session_timeout
+        {
+            return Err(invalid(
+                "group_consumer_heartbeat_interval",
+                "must be at least 100ms and shorter than group_consumer_session_timeout",
+            ));
+        }
         let object_store_latency = match self.object_store_latency.as_deref() {
             None => None,
             Some(spec) => cirrus_storage::LatencyProfile::parse(spec)
@@ -570,6 +623,9 @@ impl SettingsArgs {
             log_json,
             offsets_retention,
             group_initial_rebalance_delay,
+            consumer_lag_interval,
+            group_consumer_session_timeout,
+            group_consumer_heartbeat_interval,
         })
     }
 }
@@ -601,6 +657,28 @@ mod tests {
         let file: SettingsArgs = toml::from_str("offsets_retention = \"2h\"\n").unwrap();
         let s = file.validate().unwrap();
         assert_eq!(s.offsets_retention, Duration::from_secs(7200));
+        assert_eq!(
+            SettingsArgs::default()
+                .validate()
+                .unwrap()
+                .consumer_lag_interval,
+            Duration::from_secs(15)
+        );
+        let off: SettingsArgs = toml::from_str("consumer_lag_interval = \"0s\"\n").unwrap();
+        assert!(off.validate().unwrap().consumer_lag_interval.is_zero());
+        let fast: SettingsArgs = toml::from_str("consumer_lag_interval = \"500ms\"\n").unwrap();
+        assert!(fast.validate().is_err());
+        let s = SettingsArgs::default().validate().unwrap();
+        assert_eq!(s.group_consumer_session_timeout, Duration::from_secs(45));
+        assert_eq!(s.group_consumer_heartbeat_interval, Duration::from_secs(5));
+        let slow: SettingsArgs = toml::from_str(
+            "group_consumer_session_timeout = \"6s\"\ngroup_consumer_heartbeat_interval = \"6s\"\n",
+        )
+        .unwrap();
+        assert!(
+            slow.validate().is_err(),
+            "the heartbeat must be shorter than the session"
+        );
     }
 
     #[test]

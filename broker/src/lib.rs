@@ -16,6 +16,7 @@ pub mod error;
 pub mod groups;
 pub mod handlers;
 pub mod http;
+pub mod lag;
 pub mod load;
 pub mod log;
 pub mod metrics;

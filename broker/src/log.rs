@@ -935,6 +935,34 @@ impl LogManager {
         Ok(find_timestamp(tail.into_iter(), ts, start, hwm))
     }
 
+    /// The timestamp of the record at `offset` (or of the first record after it, if
+    /// `offset` falls in a gap); None at or past the high watermark. Consumer lag in
+    /// time is "now minus this" for a group's committed offset. Reads at most one run,
+    /// through the read cache.
+    pub async fn timestamp_at_offset(
+        &self,
+        partition: &Partition,
+        offset: i64,
+    ) -> Result<Option<i64>> {
+        let (plan, offset, hwm) = {
+            let st = partition.lock();
+            let offset = offset.max(st.log_start_offset);
+            if offset >= st.high_watermark {
+                return Ok(None);
+            }
+            (st.plan_read(offset, 1)?, offset, st.high_watermark)
+        };
+        let found = match plan {
+            ReadPlan::Empty => None,
+            ReadPlan::Tail(batches) => first_record_at(batches.into_iter(), offset, hwm),
+            ReadPlan::Object(run) => {
+                let data = self.read_cache.get_or_load(&self.storage, &run).await?;
+                first_record_at(batch::iter_batches(&data).map(|(_, b)| b), offset, hwm)
+            }
+        };
+        Ok(found.map(|(_, ts)| ts))
+    }
+
     /// ListOffsets MAX_TIMESTAMP: the offset and timestamp of the first record carrying
     /// the partition's largest timestamp.
     pub async fn max_timestamp_offset(&self, partition: &Partition) -> Result<Option<(i64, i64)>> {
@@ -1258,6 +1286,34 @@ fn find_timestamp(
             if r.offset >= start && r.offset < hwm && r.timestamp >= ts {
                 return Some((r.offset, r.timestamp));
             }
+        }
+    }
+    None
+}
+
+/// The first record at or after `offset` (below `hwm`) in `batches`: (offset, timestamp).
+fn first_record_at(
+    batches: impl Iterator<Item = Bytes>,
+    offset: i64,
+    hwm: i64,
+) -> Option<(i64, i64)> {
+    for b in batches {
+        let Ok(h) = BatchHeader::parse(&b) else {
+            continue;
+        };
+        if h.last_offset() < offset || h.base_offset >= hwm {
+            continue;
+        }
+        let mut buf = b.clone();
+        let Ok(set) = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) else {
+            return Some((h.base_offset.max(offset), h.base_timestamp));
+        };
+        if let Some(r) = set
+            .records
+            .iter()
+            .find(|r| r.offset >= offset && r.offset < hwm)
+        {
+            return Some((r.offset, r.timestamp));
         }
     }
     None

@@ -281,6 +281,11 @@ impl Metrics {
         self.registry.register_collector(Box::new(collector));
     }
 
+    /// Registers a collector that reads its values at scrape time.
+    pub fn register_collector(&mut self, collector: impl Collector + 'static) {
+        self.registry.register_collector(Box::new(collector));
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();

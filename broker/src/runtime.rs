@@ -1,6 +1,6 @@
 //! Start-up and shutdown of a broker: opens the metadata store (embedded on a single
 //! node, etcd in a cluster), the object store and the WAL, recovers, serves Kafka, HTTP
-//! and (in a cluster) the admin gRPC API; on SIGTERM/SIGINT hands its partitions to the
+//! and the admin gRPC API; on SIGTERM/SIGINT hands its partitions to the
 //! other brokers (cluster), stops accepting, seals and uploads what the WAL holds,
 //! commits it and returns.
 //!
@@ -36,7 +36,9 @@ pub struct Broker {
     pub logs: Arc<LogManager>,
     pub kafka_addr: std::net::SocketAddr,
     pub http_addr: std::net::SocketAddr,
-    pub admin_addr: Option<std::net::SocketAddr>,
+    pub admin_addr: std::net::SocketAddr,
+    /// The admin gRPC server (stopped last, so drains stay observable).
+    admin: tokio::task::JoinHandle<()>,
     /// The consumer group coordinator.
     pub groups: Arc<crate::groups::Coordinator>,
     /// Its timer and sweeper loops (stopped with the Kafka listener).
@@ -57,18 +59,22 @@ struct ClusterParts {
     session: Session,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    admin: tokio::task::JoinHandle<()>,
     fenced: watch::Receiver<bool>,
 }
 
-/// The metadata store, and in a cluster the session and registration.
+/// The metadata store, the admin listener, and in a cluster the session and
+/// registration.
 struct Membership {
     meta: Metadata,
-    cluster: Option<(Session, u64, String, TcpListener, ClusterLink)>,
+    admin: TcpListener,
+    cluster: Option<(Session, u64, String, ClusterLink)>,
     fenced: Option<watch::Receiver<bool>>,
 }
 
 async fn join(settings: &Settings) -> anyhow::Result<Membership> {
+    let admin = TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin_listen)", settings.admin_listen))?;
     let Some(endpoints) = &settings.etcd_endpoints else {
         let meta_path = settings.data_dir.join("meta.redb");
         let store = EmbeddedMetaStore::open(&meta_path)
@@ -85,6 +91,7 @@ async fn join(settings: &Settings) -> anyhow::Result<Membership> {
         }
         return Ok(Membership {
             meta,
+            admin,
             cluster: None,
             fenced: None,
         });
@@ -97,9 +104,6 @@ async fn join(settings: &Settings) -> anyhow::Result<Membership> {
     .with_context(|| format!("cannot reach etcd at {}", endpoints.join(",")))?;
     let meta = Metadata::new(Arc::new(store), META_ROOT);
     meta.init_cluster().await?;
-    let admin = TcpListener::bind(settings.admin_listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (admin_listen)", settings.admin_listen))?;
     let admin_addr = admin.local_addr()?;
     let session = Session::start(meta.store().clone(), settings.session_ttl)
         .await
@@ -116,7 +120,8 @@ async fn join(settings: &Settings) -> anyhow::Result<Membership> {
     tracing::info!(broker = settings.node_id, %incarnation, endpoints = %endpoints.join(","), "registered in the cluster");
     Ok(Membership {
         meta,
-        cluster: Some((session, version, incarnation, admin, link)),
+        admin,
+        cluster: Some((session, version, incarnation, link)),
         fenced: Some(fenced_rx),
     })
 }
@@ -133,6 +138,7 @@ impl Broker {
         })?;
         let Membership {
             meta,
+            admin: admin_listener,
             cluster,
             fenced,
         } = join(&settings).await?;
@@ -174,6 +180,8 @@ impl Broker {
             wal: wal.clone(),
             uploader: uploader_slot.clone(),
         });
+        let lag_snapshot = crate::lag::LagSnapshot::default();
+        metrics.register_collector(crate::lag::LagCollector(lag_snapshot.clone()));
         let metrics = Arc::new(metrics);
         let ownership = match &cluster {
             None => Ownership::All,
@@ -195,7 +203,7 @@ impl Broker {
             writer,
             metrics.clone(),
             settings.node_id,
-            cluster.as_ref().map(|c| c.4.clone()),
+            cluster.as_ref().map(|c| c.3.clone()),
             ownership,
         )
         .await?;
@@ -205,7 +213,7 @@ impl Broker {
         let mut serving_extra = Vec::new();
         let member = match cluster {
             None => None,
-            Some((session, version, incarnation, admin, link)) => {
+            Some((session, version, incarnation, link)) => {
                 let is_controller = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let controller_stats = Arc::new(cirrus_controller::ControllerStats::default());
                 let member = Arc::new(Member::new(
@@ -241,13 +249,7 @@ impl Broker {
                         stop_cluster_rx.clone(),
                     )),
                 ];
-                let admin = tokio::spawn(crate::admin_service::serve(
-                    admin,
-                    member.clone(),
-                    logs.clone(),
-                    stop_cluster_rx.clone(),
-                ));
-                Some((member, session, tasks, admin))
+                Some((member, session, tasks))
             }
         };
 
@@ -293,6 +295,12 @@ impl Broker {
             crate::groups::CoordinatorConfig::from_settings(&settings),
         ));
         let group_tasks = groups.start(serving_rx.clone());
+        serving_extra.push(tokio::spawn(crate::lag::run(
+            logs.clone(),
+            lag_snapshot,
+            settings.consumer_lag_interval,
+            serving_rx.clone(),
+        )));
         let ctx = Arc::new(Ctx {
             settings: settings.clone(),
             logs: logs.clone(),
@@ -307,19 +315,23 @@ impl Broker {
         health.ready.store(true, Ordering::Release);
         tracing::info!(%kafka_addr, %http_addr, data_dir = %settings.data_dir.display(),
             object_store = %settings.object_store, "cirrus is serving");
-        let admin_addr = member.as_ref().and_then(|m| {
-            m.0.view()
-                .brokers
-                .get(&settings.node_id)
-                .and_then(|b| b.admin_addr.parse().ok())
-        });
+        let admin_addr = admin_listener.local_addr()?;
+        let admin = tokio::spawn(crate::admin_service::serve(
+            admin_listener,
+            crate::admin_service::AdminService::new(
+                logs.clone(),
+                member.as_ref().map(|m| m.0.clone()),
+                groups.clone(),
+                autoscale.clone(),
+            ),
+            stop_serving.subscribe(),
+        ));
         let cluster = match (member, fenced) {
-            (Some((member, session, tasks, admin)), Some(fenced)) => Some(ClusterParts {
+            (Some((member, session, tasks)), Some(fenced)) => Some(ClusterParts {
                 member,
                 session,
                 stop: stop_cluster,
                 tasks,
-                admin,
                 fenced,
             }),
             _ => None,
@@ -329,6 +341,7 @@ impl Broker {
             kafka_addr,
             http_addr,
             admin_addr,
+            admin,
             groups,
             group_tasks,
             cluster,
@@ -364,7 +377,7 @@ impl Broker {
         let _ = self.stop_pipeline.send(true);
         if let Some(c) = self.cluster {
             let _ = c.stop.send(true);
-            for task in c.tasks.into_iter().chain(std::iter::once(c.admin)) {
+            for task in c.tasks {
                 task.abort();
                 let _ = task.await;
             }
@@ -375,6 +388,7 @@ impl Broker {
             .into_iter()
             .chain(self.serving)
             .chain(self.group_tasks)
+            .chain(std::iter::once(self.admin))
         {
             task.abort();
             let _ = task.await;
@@ -397,7 +411,7 @@ impl Broker {
             c.member
                 .hand_over_all(&self.logs, self.settings.shutdown_timeout)
                 .await;
-            cluster_rest = Some((c.session, c.admin));
+            cluster_rest = Some(c.session);
         }
         let _ = self.stop_serving.send(true);
         let mut serving = self.serving.into_iter();
@@ -415,9 +429,9 @@ impl Broker {
             let _ = task.await;
         }
         self.logs.wal.close().await.context("closing the WAL")?;
-        if let Some((session, admin)) = cluster_rest {
-            admin.abort();
-            let _ = admin.await;
+        self.admin.abort();
+        let _ = self.admin.await;
+        if let Some(session) = cluster_rest {
             // Revoking the lease deregisters at once instead of after the TTL.
             session.close().await;
         }

@@ -1061,3 +1061,169 @@ async fn losing_a_slot_drops_its_groups_and_regaining_it_reloads_them() {
     assert!(again.generation_id > gen1);
     broker.shutdown().await.unwrap();
 }
+
+/// KIP-848 on the wire, both advertised versions of ConsumerGroupHeartbeat and
+/// ConsumerGroupDescribe: a join (v0: the coordinator picks the member id; v1: the
+/// client's), the assignment by topic id, a second member that gets partitions only
+/// after the first acknowledges their revocation, a commit with the member epoch, the
+/// classic protocol refused for the same group, a leave, and Kafka's error codes.
+#[tokio::test]
+async fn consumer_protocol_heartbeats_assign_and_revoke() {
+    use consumer_group_heartbeat_request::TopicPartitions as Owned;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    create_topic(&mut c, "kt", 4).await;
+    let md = c
+        .send(12, &MetadataRequest::default().with_topics(None))
+        .await;
+    let topic_id = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some("kt"))
+        .unwrap()
+        .topic_id;
+    let hb = |member: &str, epoch: i32| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(gid("kg"))
+            .with_member_id(s(member))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(30_000)
+    };
+    let assigned = |r: &ConsumerGroupHeartbeatResponse| -> Option<Vec<i32>> {
+        r.assignment.as_ref().map(|a| {
+            assert!(a.topic_partitions.iter().all(|tp| tp.topic_id == topic_id));
+            let mut ps: Vec<i32> = a
+                .topic_partitions
+                .iter()
+                .flat_map(|tp| tp.partitions.clone())
+                .collect();
+            ps.sort();
+            ps
+        })
+    };
+    let owned = |ps: &[i32]| {
+        Some(vec![
+            Owned::default()
+                .with_topic_id(topic_id)
+                .with_partitions(ps.to_vec()),
+        ])
+    };
+
+    // v0: the coordinator names the member; it gets all four partitions.
+    let a = c
+        .send(
+            0,
+            &hb("", 0)
+                .with_subscribed_topic_names(Some(vec![tname("kt")]))
+                .with_topic_partitions(Some(vec![])),
+        )
+        .await;
+    assert_eq!(a.error_code, 0, "{a:?}");
+    let a_id = a.member_id.clone().unwrap().to_string();
+    assert!(!a_id.is_empty());
+    assert!(a.member_epoch > 0 && a.heartbeat_interval_ms > 0);
+    assert_eq!(assigned(&a), Some(vec![0, 1, 2, 3]));
+    let a_epoch = a.member_epoch;
+    let a2 = c
+        .send(
+            0,
+            &hb(&a_id, a_epoch).with_topic_partitions(owned(&[0, 1, 2, 3])),
+        )
+        .await;
+    assert_eq!((a2.error_code, a2.member_epoch), (0, a_epoch));
+
+    // v1: the client names the member. B joins; A must give up two partitions first.
+    let b = c
+        .send(
+            1,
+            &hb("member-b", 0)
+                .with_subscribed_topic_names(Some(vec![tname("kt")]))
+                .with_topic_partitions(Some(vec![])),
+        )
+        .await;
+    assert_eq!(b.error_code, 0, "{b:?}");
+    assert_eq!(b.member_id.as_deref(), Some("member-b"));
+    assert_eq!(assigned(&b), Some(vec![]), "nothing until A revokes");
+    let a3 = c.send(1, &hb(&a_id, a_epoch)).await;
+    assert_eq!(a3.error_code, 0);
+    let kept = assigned(&a3).expect("A is told what it keeps");
+    assert_eq!(kept.len(), 2);
+    assert_eq!(
+        a3.member_epoch, a_epoch,
+        "the epoch waits for the revocation"
+    );
+    // A commits with its epoch meanwhile.
+    let commit = c
+        .send(8, &commit_req("kg", &a_id, a_epoch, "kt", 0, 3, None))
+        .await;
+    assert_eq!(commit_error(&commit), 0);
+    let stale = c
+        .send(8, &commit_req("kg", &a_id, a_epoch + 5, "kt", 0, 4, None))
+        .await;
+    assert_eq!(commit_error(&stale), ResponseError::StaleMemberEpoch.code());
+    // A acknowledges; then B gets the other two.
+    let a4 = c
+        .send(1, &hb(&a_id, a_epoch).with_topic_partitions(owned(&kept)))
+        .await;
+    assert_eq!(a4.error_code, 0);
+    assert!(a4.member_epoch > a_epoch);
+    let b2 = c.send(1, &hb("member-b", b.member_epoch)).await;
+    assert_eq!(b2.error_code, 0);
+    let mut all = kept.clone();
+    all.extend(assigned(&b2).expect("B gets the released partitions"));
+    all.sort();
+    assert_eq!(all, vec![0, 1, 2, 3]);
+
+    // ConsumerGroupDescribe, both versions.
+    for v in 0..=1 {
+        let d = c
+            .send(
+                v,
+                &ConsumerGroupDescribeRequest::default()
+                    .with_group_ids(vec![gid("kg"), gid("nope")]),
+            )
+            .await;
+        assert_eq!(d.groups[0].error_code, 0);
+        assert_eq!(d.groups[0].members.len(), 2);
+        assert_eq!(d.groups[0].assignor_name.as_str(), "uniform");
+        assert_eq!(
+            d.groups[1].error_code,
+            ResponseError::GroupIdNotFound.code()
+        );
+    }
+    // The classic protocol may not join a consumer group with members.
+    assert_eq!(
+        c.send(5, &join_req("kg", "", "m")).await.error_code,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
+    // Errors: an unknown member, a fenced epoch, an unknown assignor.
+    assert_eq!(
+        c.send(1, &hb("ghost", 3)).await.error_code,
+        ResponseError::UnknownMemberId.code()
+    );
+    assert_eq!(
+        c.send(1, &hb("member-b", 999)).await.error_code,
+        ResponseError::FencedMemberEpoch.code()
+    );
+    assert_eq!(
+        c.send(
+            1,
+            &hb("member-c", 0)
+                .with_subscribed_topic_names(Some(vec![tname("kt")]))
+                .with_server_assignor(Some(s("nope")))
+                .with_topic_partitions(Some(vec![]))
+        )
+        .await
+        .error_code,
+        ResponseError::UnsupportedAssignor.code()
+    );
+    // Leaving: epoch -1 answers -1; B then gets everything.
+    let left = c.send(1, &hb(&a_id, -1)).await;
+    assert_eq!((left.error_code, left.member_epoch), (0, -1));
+    let b3 = c.send(1, &hb("member-b", b2.member_epoch)).await;
+    assert_eq!(assigned(&b3), Some(vec![0, 1, 2, 3]));
+    let (offset, _, err) = fetch_offset(&mut c, "kg", "kt", 0).await;
+    assert_eq!((offset, err), (3, 0));
+    broker.shutdown().await.unwrap();
+}

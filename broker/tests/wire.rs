@@ -111,12 +111,15 @@ async fn api_versions_advertises_only_what_is_implemented() {
     let keys: Vec<i16> = resp.api_keys.iter().map(|k| k.api_key).collect();
     assert!(keys.contains(&(ApiKey::Produce as i16)));
     assert!(keys.contains(&(ApiKey::Fetch as i16)));
-    // Consumer groups (classic protocol); transactions and KIP-848 are not implemented.
+    // Consumer groups (classic and KIP-848); transactions and share groups are not
+    // implemented.
     assert!(keys.contains(&(ApiKey::JoinGroup as i16)));
     assert!(keys.contains(&(ApiKey::FindCoordinator as i16)));
+    assert!(keys.contains(&(ApiKey::ConsumerGroupHeartbeat as i16)));
+    assert!(keys.contains(&(ApiKey::ConsumerGroupDescribe as i16)));
     assert!(!keys.contains(&(ApiKey::AddPartitionsToTxn as i16)));
     assert!(!keys.contains(&(ApiKey::TxnOffsetCommit as i16)));
-    assert!(!keys.contains(&(ApiKey::ConsumerGroupHeartbeat as i16)));
+    assert!(!keys.contains(&(ApiKey::ShareGroupHeartbeat as i16)));
     for k in &resp.api_keys {
         let api = ApiKey::try_from(k.api_key).unwrap();
         assert!(cirrus_broker::handlers::supported(api).is_some());
@@ -535,7 +538,9 @@ async fn every_advertised_version_answers() {
                 | ApiKey::OffsetDelete
                 | ApiKey::ListGroups
                 | ApiKey::DescribeGroups
-                | ApiKey::DeleteGroups => true,
+                | ApiKey::DeleteGroups
+                | ApiKey::ConsumerGroupHeartbeat
+                | ApiKey::ConsumerGroupDescribe => true,
                 other => panic!("advertised API {other:?} has no case in this test"),
             };
             assert!(ok, "{key:?} v{v} answered with an unexpected result");

@@ -329,6 +329,36 @@ impl Metadata {
         Ok(out)
     }
 
+    /// Every group's committed offsets, from one snapshot: (group, topic, partition →
+    /// offset), sorted by group then topic. Keys that are not what this module writes
+    /// are skipped with a warning. The consumer-lag monitor reads this periodically.
+    pub async fn list_all_offsets(
+        &self,
+    ) -> Result<Vec<(String, String, BTreeMap<i32, CommittedOffset>)>, MetaError> {
+        let prefix = self.key(OFFSETS_PREFIX);
+        let mut out = Vec::new();
+        for kv in self.store().list(&prefix).await? {
+            let parsed = kv
+                .key
+                .strip_prefix(prefix.as_str())
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(group, topic)| {
+                    let group = records::unescape_group_name(group)?;
+                    validate_topic_name(topic).ok()?;
+                    Some((group, topic.to_owned()))
+                });
+            let Some((group, topic)) = parsed else {
+                tracing::warn!(key = %kv.key, "ignoring a key under offsets/ that is not offsets/{{group}}/{{topic}}");
+                continue;
+            };
+            let record: OffsetsRecord = records::decode(&kv.key, &kv.value)?;
+            if !record.partitions.is_empty() {
+                out.push((group, topic, record.partitions));
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes `partitions` of `topic` from `group`'s committed offsets (deleting the key
     /// when none are left), with a version compare and `fence`; retried like
     /// [`Metadata::commit_offsets`]. Partitions without an offset are ignored; with
@@ -341,20 +371,54 @@ impl Metadata {
         partitions: &[i32],
         fence: Option<Compare>,
     ) -> Result<(), MetaError> {
+        self.remove_offsets(group, topic, |p, _| partitions.contains(&p), fence)
+            .await
+            .map(|_| ())
+    }
+
+    /// Offset expiry: removes each partition of `expired` (partition → the `commit_ms`
+    /// the sweeper saw) only if its stored entry still carries that commit time, in the
+    /// same version-compared transaction, so a commit that lands while the sweeper
+    /// decides is never removed. Returns how many were removed. Fenced like
+    /// [`Metadata::delete_offsets`].
+    pub async fn expire_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        expired: &BTreeMap<i32, i64>,
+        fence: Option<Compare>,
+    ) -> Result<usize, MetaError> {
+        self.remove_offsets(
+            group,
+            topic,
+            |p, o| expired.get(&p) == Some(&o.commit_ms),
+            fence,
+        )
+        .await
+    }
+
+    /// Removes the partitions `doomed` selects (read-modify-write under a version
+    /// compare and `fence`, retried); returns how many were removed.
+    async fn remove_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        doomed: impl Fn(i32, &CommittedOffset) -> bool,
+        fence: Option<Compare>,
+    ) -> Result<usize, MetaError> {
         check_group_name(group)?;
         validate_topic_name(topic)?;
         let relative = records::offsets_key(group, topic);
         let key = self.key(&relative);
         for _ in 0..MAX_CAS_ATTEMPTS {
             let Some((mut record, version)) = self.read::<OffsetsRecord>(&relative).await? else {
-                return self.require_fence(fence.as_ref()).await;
+                return self.require_fence(fence.as_ref()).await.map(|_| 0);
             };
             let before = record.partitions.len();
-            for p in partitions {
-                record.partitions.remove(p);
-            }
-            if record.partitions.len() == before {
-                return self.require_fence(fence.as_ref()).await;
+            record.partitions.retain(|p, o| !doomed(*p, o));
+            let removed = before - record.partitions.len();
+            if removed == 0 {
+                return self.require_fence(fence.as_ref()).await.map(|_| 0);
             }
             let txn = with_fence(
                 Txn::new().when_version(key.clone(), version),
@@ -373,7 +437,7 @@ impl Metadata {
                     left = record.partitions.len(),
                     "deleted offsets"
                 );
-                return Ok(());
+                return Ok(removed);
             }
             self.require_fence(fence.as_ref()).await?;
             tokio::task::yield_now().await;
@@ -381,6 +445,26 @@ impl Metadata {
         Err(MetaError::Conflict(format!(
             "deleting offsets of group {group:?}, topic {topic:?}: they kept changing"
         )))
+    }
+
+    /// Deletes only `group`'s record (not its offsets), guarded by `fence`: the offset
+    /// sweeper's last step for a group whose offsets all expired, which must not take
+    /// along offsets committed meanwhile. Absent already: only the fence is checked.
+    pub async fn delete_group_record(
+        &self,
+        group: &str,
+        fence: Option<Compare>,
+    ) -> Result<(), MetaError> {
+        check_group_name(group)?;
+        let key = self.key(&records::group_key(group));
+        if self.store().get(&key).await?.is_none() {
+            return self.require_fence(fence.as_ref()).await;
+        }
+        let txn = with_fence(Txn::new().delete(key), fence.as_ref());
+        if self.group_txn(txn).await? {
+            return Ok(());
+        }
+        self.require_fence(fence.as_ref()).await
     }
 
     /// Deletes `group`'s record and all its committed offsets, guarded by `fence`. One
@@ -578,8 +662,11 @@ mod tests {
         send(meta.list_group_names());
         send(meta.commit_offsets("g", &offsets, None));
         send(meta.fetch_offsets("g"));
+        send(meta.list_all_offsets());
         send(meta.delete_offsets("g", "t", &[0], None));
         send(meta.delete_group("g", None));
+        send(meta.delete_group_record("g", None));
+        send(meta.expire_offsets("g", "t", &BTreeMap::new(), None));
     }
 
     #[test]

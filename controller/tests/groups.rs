@@ -67,6 +67,7 @@ on_both_stores!(
     commit_fetch_and_merge_offsets_across_calls_and_topics,
     concurrent_commits_to_one_topic_all_survive,
     delete_offsets_removes_partitions_then_the_key,
+    expiry_spares_offsets_committed_since_the_sweep_read_them,
     delete_group_removes_the_record_and_all_offsets_only_of_that_group,
     delete_group_of_more_topics_than_one_transaction_holds,
     list_group_names_covers_records_offsets_and_odd_names,
@@ -198,6 +199,25 @@ async fn commit_fetch_and_merge_offsets_across_calls_and_topics(f: Fixture) {
         .await
         .unwrap();
     assert_eq!(meta.fetch_offsets("g").await.unwrap(), expected);
+    // The lag monitor's view: every group's offsets, by group then topic.
+    meta.commit_offsets("a/b", &offsets(&[("t1", 3, offset(5, None))]), None)
+        .await
+        .unwrap();
+    let all = meta.list_all_offsets().await.unwrap();
+    let listed: Vec<(&str, &str, Vec<i32>)> = all
+        .iter()
+        .map(|(g, t, p)| (g.as_str(), t.as_str(), p.keys().copied().collect()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("a/b", "t1", vec![3]),
+            ("g", "t1", vec![0, 1, 2]),
+            ("g", "t2", vec![0]),
+            ("g", "t3", vec![7]),
+        ]
+    );
+    assert_eq!(all[1].2[&1], offset(111, Some("m")));
 }
 
 async fn concurrent_commits_to_one_topic_all_survive(f: Fixture) {
@@ -220,6 +240,48 @@ async fn concurrent_commits_to_one_topic_all_survive(f: Fixture) {
         (0..16).collect::<Vec<_>>(),
         "the compare-and-swap merge loses no concurrent commit"
     );
+}
+
+/// The sweeper's race with a commit: an entry goes only if it still carries the commit
+/// time the sweeper saw; the record-only delete leaves offsets alone.
+async fn expiry_spares_offsets_committed_since_the_sweep_read_them(f: Fixture) {
+    let meta = &f.meta;
+    let seen = offsets(&[("t", 0, offset(1, None)), ("t", 1, offset(2, None))]);
+    meta.commit_offsets("g", &seen, None).await.unwrap();
+    meta.put_group("g", &GroupRecord::default(), None)
+        .await
+        .unwrap();
+    // Partition 1 is committed again after the sweeper read it.
+    meta.commit_offsets("g", &offsets(&[("t", 1, offset(7, None))]), None)
+        .await
+        .unwrap();
+    let expired = BTreeMap::from([(0, seen["t"][&0].commit_ms), (1, seen["t"][&1].commit_ms)]);
+    assert_eq!(
+        meta.expire_offsets("g", "t", &expired, None).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        meta.fetch_offsets("g").await.unwrap(),
+        offsets(&[("t", 1, offset(7, None))])
+    );
+    assert_eq!(
+        meta.expire_offsets("g", "t", &expired, None).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        meta.expire_offsets("g", "gone", &expired, None)
+            .await
+            .unwrap(),
+        0
+    );
+    // Deleting only the record keeps the offsets committed meanwhile.
+    meta.delete_group_record("g", None).await.unwrap();
+    assert_eq!(meta.get_group("g").await.unwrap(), None);
+    assert_eq!(
+        meta.fetch_offsets("g").await.unwrap(),
+        offsets(&[("t", 1, offset(7, None))])
+    );
+    meta.delete_group_record("g", None).await.unwrap();
 }
 
 async fn delete_offsets_removes_partitions_then_the_key(f: Fixture) {

@@ -106,6 +106,30 @@ impl Admin for Fake {
             ..Default::default()
         }))
     }
+    async fn list_offsets(
+        &self,
+        _: Request<ListOffsetsRequest>,
+    ) -> Result<Response<ListOffsetsResponse>, Status> {
+        Err(Status::unimplemented("not part of this test"))
+    }
+    async fn list_groups(
+        &self,
+        _: Request<ListGroupsRequest>,
+    ) -> Result<Response<ListGroupsResponse>, Status> {
+        Err(Status::unimplemented("not part of this test"))
+    }
+    async fn describe_group(
+        &self,
+        _: Request<DescribeGroupRequest>,
+    ) -> Result<Response<DescribeGroupResponse>, Status> {
+        Err(Status::unimplemented("not part of this test"))
+    }
+    async fn reset_offsets(
+        &self,
+        _: Request<ResetOffsetsRequest>,
+    ) -> Result<Response<ResetOffsetsResponse>, Status> {
+        Err(Status::unimplemented("not part of this test"))
+    }
     type RebalanceStream = ProgressStream;
     async fn rebalance(
         &self,

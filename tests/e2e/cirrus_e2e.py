@@ -118,7 +118,7 @@ def producer_conf(bootstrap: str, **extra) -> dict:
 
 
 def consumer_conf(bootstrap: str, **extra) -> dict:
-    # No consumer groups yet: partitions are assign()ed; librdkafka still wants a group.id.
+    # Partitions are assign()ed (no group management); librdkafka still wants a group.id.
     conf = client_conf(
         bootstrap,
         **{

@@ -386,19 +386,17 @@ def run_admin(binary: Path, addr: str, args: Iterable[str], timeout: float, laun
 
 
 class ClusterBroker(Broker):
-    """One cluster-mode broker. Flags: --broker-id, --admin-listen, --etcd-endpoints,
-    --object-store, --session-ttl, --flush-interval (+ the Broker's --kafka-listen,
-    --metrics-listen, --data-dir)."""
+    """One cluster-mode broker. Flags: --broker-id, --etcd-endpoints, --object-store,
+    --session-ttl, --flush-interval (+ the Broker's --kafka-listen, --metrics-listen,
+    --admin-listen, --data-dir)."""
 
     def __init__(self, cluster: "Cluster", broker_id: int, workdir: Path, args: list[str],
                  env: dict[str, str], binary: Path | None = None, launcher: list[str] | None = None):
         self.cluster = cluster
         self.broker_id = broker_id
-        self.admin_port = free_port()
         self.paused = False
         flags = [
             "--broker-id", str(broker_id),
-            "--admin-listen", f"127.0.0.1:{self.admin_port}",
             "--etcd-endpoints", cluster.etcd.client_url,
             *cluster.store.flags,
             "--session-ttl", cluster.session_ttl,
@@ -410,10 +408,6 @@ class ClusterBroker(Broker):
     def __repr__(self) -> str:
         state = "paused" if self.paused else ("running" if self.running else "down")
         return f"<broker {self.broker_id} {self.bootstrap} {state}>"
-
-    @property
-    def admin_addr(self) -> str:
-        return f"127.0.0.1:{self.admin_port}"
 
     @property
     def live(self) -> bool:

@@ -432,6 +432,7 @@ class Broker:
         self.data_dir = data_dir or (workdir / "data")
         self.kafka_port = free_port()
         self.metrics_port = free_port()
+        self.admin_port = free_port()
         self.extra_args = list(args or [])
         self.extra_env = dict(env or {})
         self.log_path = workdir / "broker.log"
@@ -448,6 +449,10 @@ class Broker:
         return f"http://127.0.0.1:{self.metrics_port}"
 
     @property
+    def admin_addr(self) -> str:
+        return f"127.0.0.1:{self.admin_port}"
+
+    @property
     def wal_dir(self) -> Path:
         return self.data_dir / "wal"
 
@@ -457,6 +462,7 @@ class Broker:
             str(self.binary),
             "--kafka-listen", self.bootstrap,
             "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+            "--admin-listen", self.admin_addr,
             "--data-dir", str(self.data_dir),
             *self.extra_args,
         ]

@@ -2,8 +2,9 @@
 can SIGKILL it): subscribes to one topic in one group with a real client library, consumes,
 commits synchronously after every batch, and logs every event as one JSON line (flushed):
 
-    {"ev": "assign", "t": T, "parts": [...]}        partitions assigned (eager: the full set)
-    {"ev": "revoke", "t": T, "parts": [...]}
+    {"ev": "assign", "t": T, "parts": [...]}        partitions assigned (eager: the full set;
+                                                    with "incremental": true, the ones added)
+    {"ev": "revoke", "t": T, "parts": [...]}        (with "incremental": true, the ones taken)
     {"ev": "msgs", "t": T, "recs": [[p, o], ...]}   records consumed (before their commit)
     {"ev": "commit_try", "t": T, "offs": {p: next}}  about to commit these next offsets
     {"ev": "commit_ok", "t": T, "offs": {...}} / {"ev": "commit_fail", "t": T, "err": "..."}
@@ -14,6 +15,11 @@ SIGTERM closes the consumer cleanly (it leaves the group); SIGKILL leaves it to 
 timeout.
 
     python group_worker.py --lib confluent|kafka-python --bootstrap H:P --group G --topic T --log PATH
+        [--protocol eager|cooperative|consumer]
+
+--protocol (confluent only): eager (classic protocol, range assignor), cooperative (classic
+protocol, cooperative-sticky: incremental rebalances) or consumer (KIP-848's
+ConsumerGroupHeartbeat with server-side assignment, incremental).
 """
 
 from __future__ import annotations
@@ -46,29 +52,41 @@ class Log:
 def run_confluent(args, log: Log) -> None:
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    c = Consumer({
+    conf = {
         "bootstrap.servers": args.bootstrap,
         "broker.address.family": "v4",
         "group.id": args.group,
         "client.id": args.name,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": args.session_ms,
-        "heartbeat.interval.ms": 1000,
         "enable.partition.eof": False,
         "topic.metadata.refresh.interval.ms": 2000,
-    })
+    }
+    if args.protocol == "consumer":
+        # Sessions and heartbeats are the broker's settings in KIP-848.
+        conf["group.protocol"] = "consumer"
+    else:
+        conf.update({"session.timeout.ms": args.session_ms, "heartbeat.interval.ms": 1000})
+        if args.protocol == "cooperative":
+            conf["partition.assignment.strategy"] = "cooperative-sticky"
+    c = Consumer(conf)
+    incremental = args.protocol != "eager"
 
-    # Offsets consumed but not committed yet; dropped at a rebalance (the partitions may move).
+    # Offsets consumed but not committed yet; dropped at a rebalance for the partitions
+    # that may move (eager: all of them).
     offs: dict[int, int] = {}
 
     def on_assign(consumer, parts):
-        offs.clear()
-        log.write("assign", parts=sorted(p.partition for p in parts))
+        if not incremental:
+            offs.clear()
+        log.write("assign", parts=sorted(p.partition for p in parts), incremental=incremental)
 
     def on_revoke(consumer, parts):
-        offs.clear()
-        log.write("revoke", parts=sorted(p.partition for p in parts))
+        for p in parts:
+            offs.pop(p.partition, None)
+        if not incremental:
+            offs.clear()
+        log.write("revoke", parts=sorted(p.partition for p in parts), incremental=incremental)
 
     c.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke)
     log.write("ready")
@@ -168,7 +186,10 @@ def main() -> int:
     ap.add_argument("--name", default="worker")
     ap.add_argument("--session-ms", type=int, default=6000)
     ap.add_argument("--commit-every", type=int, default=1, help="commit after every N non-empty batches")
+    ap.add_argument("--protocol", choices=["eager", "cooperative", "consumer"], default="eager")
     args = ap.parse_args()
+    if args.lib != "confluent" and args.protocol != "eager":
+        ap.error("--protocol cooperative|consumer needs --lib confluent")
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
     log = Log(args.log)

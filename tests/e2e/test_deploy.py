@@ -943,7 +943,7 @@ def test_dashboard_json_is_well_formed():
             assert t["expr"].count("(") == t["expr"].count(")"), t["expr"]
     titles = " ".join(p["title"].lower() for p in dash["panels"])
     for topic in ("latency", "by topic", "wal", "upload", "commit", "object store", "cost", "partitions owned",
-                  "ownership moves", "fenced", "controller", "offline partitions", "recommended"):
+                  "ownership moves", "fenced", "controller", "offline partitions", "recommended", "consumer lag"):
         assert topic in titles, f"the dashboard has no panel about {topic!r}"
 
 
@@ -955,18 +955,20 @@ def test_dashboard_metrics_are_exposed_by_a_running_broker(broker_factory):
 
     from cirrus_e2e import consumer_conf, producer_conf
 
-    b = broker_factory()
+    b = broker_factory(args=["--consumer-lag-interval", "1s"])
     p = Producer(producer_conf(b.bootstrap))
     for i in range(50):
         p.produce("dashboard", key=b"k", value=b"v%d" % i)
     assert p.flush(30) == 0
-    c = Consumer(consumer_conf(b.bootstrap))
+    c = Consumer(consumer_conf(b.bootstrap, **{"group.id": "dashboard-group", "enable.auto.commit": False}))
     try:
         c.assign([TopicPartition("dashboard", 0, 0)])
         got, deadline = 0, time.monotonic() + 30
         while got < 50 and time.monotonic() < deadline:
             got += len([m for m in c.consume(100, timeout=0.5) if not m.error()])
         assert got == 50
+        # A committed offset, so the consumer lag series exist.
+        c.commit(offsets=[TopicPartition("dashboard", 0, 40)], asynchronous=False)
     finally:
         c.close()
 
@@ -974,8 +976,9 @@ def test_dashboard_metrics_are_exposed_by_a_running_broker(broker_factory):
         with urllib.request.urlopen(b.metrics_url + "/metrics", timeout=5) as r:
             return r.read().decode()
 
-    deadline = time.monotonic() + 15  # wait for the upload: object and upload series move
-    while "cirrus_objects_committed_total 0" in scrape() and time.monotonic() < deadline:
+    deadline = time.monotonic() + 15  # wait for the upload and the lag round: their series move
+    while (("cirrus_objects_committed_total 0" in scrape() or "cirrus_consumer_group_lag_records{" not in scrape())
+           and time.monotonic() < deadline):
         time.sleep(0.2)
     names, labels = exposed_series(scrape())
     dash = json.loads(DASHBOARD.read_text())

@@ -3,10 +3,11 @@
 - members sharing 12 partitions without overlap while the group grows 2 -> 3, one member
   leaves cleanly, one is SIGKILLed (its session times out) and one joins; every record is
   consumed, each new owner of a partition resumes at the committed offset, and records are
-  consumed twice only at or after the last commit (single node, both libraries);
+  consumed twice only at or after the last commit (single node; the classic protocol with
+  both libraries, eager and cooperative-sticky, and KIP-848's consumer protocol);
 - committed offsets resume a new consumer exactly where the group stopped (both libraries);
 - in a 3-broker cluster, kill -9 of the group coordinator's broker mid-run: the group moves to
-  another coordinator and recovers, committed offsets are intact.
+  another coordinator and recovers, committed offsets are intact (classic and KIP-848).
 
 Members run in subprocesses (tests/e2e/group_worker.py) so they can be SIGKILLed; each logs its
 assignments, consumed records and commits as JSON lines, which the checks below replay.
@@ -34,8 +35,10 @@ HERE = Path(__file__).resolve().parent
 WORKER = HERE / "group_worker.py"
 PARTS = 12
 LIBS = ["confluent", "kafka-python"]
-# Broker flags: a short first-rebalance delay keeps the tests quick.
-BROKER_ARGS = ["--group-initial-rebalance-delay", "500ms"]
+# Broker flags: a short first-rebalance delay keeps the tests quick; the consumer protocol's
+# session (a broker setting in KIP-848) is as short as the classic members' 6 s.
+BROKER_ARGS = ["--group-initial-rebalance-delay", "500ms", "--group-consumer-session-timeout", "6s",
+               "--group-consumer-heartbeat-interval", "1s"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -47,13 +50,13 @@ class Worker:
     """One group member process (group_worker.py) and its event log."""
 
     def __init__(self, tmp: Path, name: str, lib: str, bootstrap: str, group: str, topic: str,
-                 session_ms: int = 6000, commit_every: int = 1):
+                 session_ms: int = 6000, commit_every: int = 1, protocol: str = "eager"):
         self.name = name
         self.log_path = tmp / f"{name}.jsonl"
         self.out_path = tmp / f"{name}.out"
         cmd = [sys.executable, str(WORKER), "--lib", lib, "--bootstrap", bootstrap, "--group", group,
                "--topic", topic, "--log", str(self.log_path), "--name", name, "--session-ms", str(session_ms),
-               "--commit-every", str(commit_every)]
+               "--commit-every", str(commit_every), "--protocol", protocol]
         with open(self.out_path, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True, cwd=HERE)
@@ -76,10 +79,12 @@ class Worker:
         current = None
         for ev in self.events():
             if ev["ev"] == "assign":
-                current = set(ev["parts"])
+                current = (current or set()) | set(ev["parts"]) if ev.get("incremental") else set(ev["parts"])
+            elif ev["ev"] == "revoke" and ev.get("incremental"):
+                current = (current or set()) - set(ev["parts"])
             elif ev["ev"] in ("revoke", "closed"):
                 current = None
-        return current
+        return current or None
 
     def consumed(self) -> int:
         return sum(len(ev["recs"]) for ev in self.events() if ev["ev"] == "msgs")
@@ -234,7 +239,15 @@ def check_group_log(members: list[Worker], acked: set[tuple[int, int]]) -> dict:
     duplicates = 0
     for ev in events:
         kind, w = ev["ev"], ev["w"]
-        if kind == "assign":
+        if kind == "assign" and ev.get("incremental"):
+            # Only the added partitions: each starts at the committed offset.
+            pending[w] |= set(ev["parts"])
+            retained[w] -= set(ev["parts"])
+            held[w] |= set(ev["parts"])
+        elif kind == "revoke" and ev.get("incremental"):
+            pending[w] -= set(ev["parts"])
+            held[w] -= set(ev["parts"])
+        elif kind == "assign":
             pending[w] = set(ev["parts"])
             retained[w] = pending[w] & held[w]
             held[w] = set(ev["parts"])
@@ -285,44 +298,50 @@ def wait_progress(w: Worker, more: int = 20, timeout: float = 30.0) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+# (client library, group protocol): the classic protocol eager (both libraries) and
+# cooperative-sticky (incremental), and KIP-848's consumer protocol (server-side assignment).
+MODES = [("confluent", "eager"), ("kafka-python", "eager"), ("confluent", "cooperative"),
+         ("confluent", "consumer")]
+
+
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("lib", LIBS)
-def test_members_share_partitions_through_join_leave_and_kill(broker_factory, workers, lib):
+@pytest.mark.parametrize("lib,protocol", MODES, ids=[f"{lib}-{p}" for lib, p in MODES])
+def test_members_share_partitions_through_join_leave_and_kill(broker_factory, workers, lib, protocol):
     b = broker_factory(args=BROKER_ARGS)
-    topic, group = f"shared-{lib}", f"group-{lib}"
+    topic, group = f"shared-{lib}-{protocol}", f"group-{lib}-{protocol}"
     create_topic(b.bootstrap, topic, PARTS)
     feeder = Feeder(b.bootstrap, topic).start()
-    mk = lambda name, **kw: workers(name, lib, b.bootstrap, group, topic, **kw)  # noqa: E731
+    mk = lambda name, **kw: workers(name, lib, b.bootstrap, group, topic, protocol=protocol, **kw)  # noqa: E731
 
     # w2 commits every 4th batch only: when it is killed, what it consumed since its last
     # commit is consumed again by the next owners.
     w1, w2 = mk("w1"), mk("w2", commit_every=4)
     shares = wait_shared([w1, w2], context=b.log)
-    print(f"[{lib}] 2 members: {shares}")
+    print(f"[{lib}/{protocol}] 2 members: {shares}")
     wait_progress(w1)
     wait_progress(w2)
 
     w3 = mk("w3")
     shares = wait_shared([w1, w2, w3], context=b.log)
-    print(f"[{lib}] 3 members: {shares}")
+    print(f"[{lib}/{protocol}] 3 members: {shares}")
     assert all(len(s) == 4 for s in shares.values()), shares
     wait_progress(w3)
 
     w1.term()  # leaves the group cleanly
     shares = wait_shared([w2, w3], context=b.log)
-    print(f"[{lib}] after w1 left: {shares}")
+    print(f"[{lib}/{protocol}] after w1 left: {shares}")
     wait_progress(w2)
 
     t_kill = time.monotonic()
     w2.kill()  # its session (6 s) must time out
     shares = wait_shared([w3], timeout=45, context=b.log)
-    print(f"[{lib}] w2 evicted {time.monotonic() - t_kill:.1f}s after SIGKILL: {shares}")
+    print(f"[{lib}/{protocol}] w2 evicted {time.monotonic() - t_kill:.1f}s after SIGKILL: {shares}")
     # Session 6 s, heartbeats every 1 s: not before 5 s after the kill.
     assert time.monotonic() - t_kill >= 4.5, "the killed member was evicted before its session timeout"
 
     w4 = mk("w4")
     shares = wait_shared([w3, w4], context=b.log)
-    print(f"[{lib}] after w4 joined: {shares}")
+    print(f"[{lib}/{protocol}] after w4 joined: {shares}")
     wait_progress(w4)
 
     feeder.stop()
@@ -331,8 +350,10 @@ def test_members_share_partitions_through_join_leave_and_kill(broker_factory, wo
     w3.term()
     w4.term()
     stats = check_group_log(members, feeder.acked)
-    print(f"[{lib}] {stats}")
-    assert stats["spans"] >= PARTS * 3
+    print(f"[{lib}/{protocol}] {stats}")
+    # Partition handovers checked: eager moves everything at every rebalance; incremental
+    # protocols keep what stays (sticky), so fewer partitions change hands.
+    assert stats["spans"] >= (PARTS * 3 if protocol == "eager" else PARTS * 2), stats
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
@@ -437,15 +458,16 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 @pytest.mark.cluster
 @pytest.mark.s3
 @pytest.mark.timeout(300)
-def test_coordinator_broker_killed_group_recovers(cluster, workers):
+@pytest.mark.parametrize("protocol", ["eager", "consumer"])
+def test_coordinator_broker_killed_group_recovers(cluster, workers, protocol):
     c = cluster(3, extra_args=BROKER_ARGS)
-    topic, group = "coord-kill", "coord-kill-group"
+    topic, group = f"coord-kill-{protocol}", f"coord-kill-group-{protocol}"
     # durability=object: the dead broker's data partitions fail over too.
     c.create_topic(topic, PARTS, config={"cirrus.durability": "object"})
     bootstrap = c.bootstrap()
     feeder = Feeder(bootstrap, topic, rate=150).start()
-    w1 = workers("w1", "confluent", bootstrap, group, topic)
-    w2 = workers("w2", "confluent", bootstrap, group, topic)
+    w1 = workers("w1", "confluent", bootstrap, group, topic, protocol=protocol)
+    w2 = workers("w2", "confluent", bootstrap, group, topic, protocol=protocol)
     wait_shared([w1, w2], context=c.diagnostics)
     wait_progress(w1)
     wait_progress(w2)

@@ -14,7 +14,7 @@
 //! the group reloads from the store); reads that fail answer COORDINATOR_NOT_AVAILABLE;
 //! a fenced write answers NOT_COORDINATOR.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,8 @@ const LIST_CONCURRENCY: usize = 16;
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
     pub group: GroupConfig,
+    /// Settings of KIP-848 consumer groups.
+    pub consumer: super::consumer::ConsumerGroupConfig,
     /// Offsets of an empty group expire this long after their commit (or after the
     /// group became empty, whichever is later).
     pub offsets_retention: Duration,
@@ -64,6 +66,7 @@ impl CoordinatorConfig {
                     as i64,
                 ..GroupConfig::default()
             },
+            consumer: super::consumer::ConsumerGroupConfig::from_settings(settings),
             offsets_retention: settings.offsets_retention,
             tick: Duration::from_millis(100),
             sweep_interval: Duration::from_secs(60),
@@ -100,6 +103,8 @@ pub struct Coordinator {
     settings: Arc<Settings>,
     pub(super) config: CoordinatorConfig,
     groups: Mutex<HashMap<String, Arc<GroupEntry>>>,
+    /// KIP-848 consumer groups (see [`super::consumer_coordinator`]).
+    consumer_groups: Mutex<HashMap<String, Arc<super::consumer_coordinator::ConsumerEntry>>>,
     /// Origin of the monotonic milliseconds the state machines run on.
     origin: Instant,
     /// Sweeper: since when (wall ms) each slot is owned at which epoch.
@@ -134,10 +139,17 @@ impl Coordinator {
             settings,
             config,
             groups: Mutex::new(HashMap::new()),
+            consumer_groups: Mutex::new(HashMap::new()),
             origin: Instant::now(),
             slot_owned_since: Mutex::new(HashMap::new()),
             sweep_cursor: Mutex::new(None),
         }
+    }
+
+    pub(super) fn consumer_groups(
+        &self,
+    ) -> MutexGuard<'_, HashMap<String, Arc<super::consumer_coordinator::ConsumerEntry>>> {
+        lock(&self.consumer_groups)
     }
 
     /// Monotonic milliseconds (the state machines' clock).
@@ -336,6 +348,10 @@ impl Coordinator {
         if let Err(e) = validate_group_id(group, false) {
             return fail(e);
         }
+        if self.is_active_consumer_group(group) {
+            // A consumer-protocol (KIP-848) group with members: no classic members.
+            return fail(GroupError::InconsistentGroupProtocol);
+        }
         let entry = match self.entry(group, true).await {
             Ok(Some(e)) => e,
             Ok(None) => return fail(GroupError::CoordinatorNotAvailable),
@@ -431,13 +447,21 @@ impl Coordinator {
         offsets: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
     ) -> Result<(), GroupError> {
         validate_group_id(group, true)?;
-        let entry = self
-            .entry(group, generation < 0)
-            .await?
-            .ok_or(GroupError::IllegalGeneration)?;
-        entry
-            .lock()
-            .validate_commit(member_id, instance_id, generation, self.now())?;
+        match self.consumer_group(group) {
+            // Members of a consumer-protocol group commit with their member epoch.
+            Some(consumer) if !consumer.lock().is_empty() => {
+                consumer.lock().validate_commit(member_id, generation)?;
+            }
+            _ => {
+                let entry = self
+                    .entry(group, generation < 0)
+                    .await?
+                    .ok_or(GroupError::IllegalGeneration)?;
+                entry
+                    .lock()
+                    .validate_commit(member_id, instance_id, generation, self.now())?;
+            }
+        }
         let topics: Vec<(String, BTreeMap<i32, CommittedOffset>)> = offsets.into_iter().collect();
         for chunk in topics.chunks(MAX_TOPICS_PER_COMMIT) {
             let part: BTreeMap<String, BTreeMap<i32, CommittedOffset>> =
@@ -552,12 +576,13 @@ impl Coordinator {
         })
     }
 
-    /// ListGroups: (group id, protocol type, state) of every group whose slot this
-    /// broker coordinates, in the given states (all when empty, case-insensitive).
+    /// ListGroups: (group id, protocol type, state name) of every group whose slot this
+    /// broker coordinates, classic and consumer-protocol, sorted, in the given states
+    /// (all when empty, case-insensitive).
     pub async fn list(
         &self,
         states: &[String],
-    ) -> Result<Vec<(String, String, GroupState)>, GroupError> {
+    ) -> Result<Vec<(String, String, String)>, GroupError> {
         let mut names: Vec<String> = self
             .meta("listing groups", self.logs.meta.list_group_names())
             .await?;
@@ -587,11 +612,25 @@ impl Coordinator {
             .buffered(LIST_CONCURRENCY)
             .collect()
             .await;
-        Ok(listed
+        // Consumer-protocol groups replace a classic listing of the same id.
+        let consumer = self.consumer_groups_listed();
+        let consumer_ids: HashSet<&str> = consumer.iter().map(|(id, _)| id.as_str()).collect();
+        let classic: Vec<(String, String, String)> = listed
             .into_iter()
             .flatten()
+            .filter(|(id, _, _)| !consumer_ids.contains(id.as_str()))
+            .map(|(id, ptype, state)| (id, ptype, state.name().to_string()))
+            .collect();
+        let mut all: Vec<(String, String, String)> = consumer
+            .into_iter()
+            .map(|(id, state)| (id, "consumer".to_string(), state))
+            .chain(classic)
+            .collect();
+        all.sort();
+        Ok(all
+            .into_iter()
             .filter(|(_, _, s)| {
-                states.is_empty() || states.iter().any(|w| w.eq_ignore_ascii_case(s.name()))
+                states.is_empty() || states.iter().any(|w| w.eq_ignore_ascii_case(s))
             })
             .collect())
     }
@@ -599,17 +638,14 @@ impl Coordinator {
     /// DeleteGroups of one group: its record and offsets go; it must be empty.
     pub async fn delete_group(&self, group: &str) -> Result<(), GroupError> {
         validate_group_id(group, true)?;
+        if self.is_active_consumer_group(group) {
+            return Err(GroupError::NonEmptyGroup);
+        }
         match self.entry(group, false).await? {
             Some(entry) => {
                 // Under the record lock: no record write of this group can follow.
                 let _persist = entry.persisted.lock().await;
-                entry.lock().mark_deleted()?;
-                {
-                    let mut map = lock(&self.groups);
-                    if map.get(group).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
-                        map.remove(group);
-                    }
-                }
+                self.forget_deleted(&entry)?;
                 self.meta(
                     "deleting a group",
                     self.logs.meta.delete_group(group, self.fence()),
@@ -627,6 +663,33 @@ impl Coordinator {
                 .await
             }
         }
+    }
+
+    /// Marks a cached group deleted (NON_EMPTY_GROUP if it has members) and drops it
+    /// from the cache. The caller holds its record lock.
+    fn forget_deleted(&self, entry: &Arc<GroupEntry>) -> Result<(), GroupError> {
+        entry.lock().mark_deleted()?;
+        let mut map = lock(&self.groups);
+        if map.get(&entry.id).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            map.remove(&entry.id);
+        }
+        Ok(())
+    }
+
+    /// The sweeper's delete of a group whose offsets all expired: like
+    /// [`Coordinator::delete_group`], but only the group record goes, so offsets
+    /// committed after the sweep read them stay. GroupIdNotFound if there is no record.
+    pub(super) async fn delete_expired_group(&self, group: &str) -> Result<(), GroupError> {
+        let Some(entry) = self.entry(group, false).await? else {
+            return Err(GroupError::GroupIdNotFound);
+        };
+        let _persist = entry.persisted.lock().await;
+        self.forget_deleted(&entry)?;
+        self.meta(
+            "deleting an expired group",
+            self.logs.meta.delete_group_record(group, self.fence()),
+        )
+        .await
     }
 
     // ---------------------------------------------------------------------------------
@@ -654,6 +717,7 @@ impl Coordinator {
                         break;
                     }
                     me.tick_once();
+                    me.tick_consumer_groups();
                 }
                 me.unload_all();
             })
@@ -727,6 +791,7 @@ impl Coordinator {
     }
 
     fn unload_all(&self) {
+        self.consumer_groups().clear();
         let entries: Vec<Arc<GroupEntry>> = lock(&self.groups).drain().map(|(_, e)| e).collect();
         for e in entries {
             e.lock().shutdown(GroupError::NotCoordinator);

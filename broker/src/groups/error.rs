@@ -40,6 +40,18 @@ pub enum GroupError {
     InvalidCommitOffsetSize,
     #[error("invalid request")]
     InvalidRequest,
+    #[error("the member epoch is fenced; abandon the partitions and rejoin")]
+    FencedMemberEpoch,
+    #[error("the member epoch is stale")]
+    StaleMemberEpoch,
+    #[error("the instance id is still used by another member")]
+    UnreleasedInstanceId,
+    #[error("the assignor is not supported")]
+    UnsupportedAssignor,
+    #[error("the regular expression is not valid")]
+    InvalidRegularExpression,
+    #[error("the group has reached its maximum size")]
+    GroupMaxSizeReached,
 }
 
 impl GroupError {
@@ -64,6 +76,12 @@ impl GroupError {
             GroupError::OffsetMetadataTooLarge => R::OffsetMetadataTooLarge,
             GroupError::InvalidCommitOffsetSize => R::InvalidCommitOffsetSize,
             GroupError::InvalidRequest => R::InvalidRequest,
+            GroupError::FencedMemberEpoch => R::FencedMemberEpoch,
+            GroupError::StaleMemberEpoch => R::StaleMemberEpoch,
+            GroupError::UnreleasedInstanceId => R::UnreleasedInstanceId,
+            GroupError::UnsupportedAssignor => R::UnsupportedAssignor,
+            GroupError::InvalidRegularExpression => R::InvalidRegularExpression,
+            GroupError::GroupMaxSizeReached => R::GroupMaxSizeReached,
         }
     }
 

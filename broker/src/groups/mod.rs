@@ -1,4 +1,5 @@
-//! Consumer groups (Kafka's classic group protocol and committed offsets), broker side.
+//! Consumer groups (Kafka's classic group protocol, KIP-848's consumer protocol, and
+//! committed offsets), broker side.
 //!
 //! Placement: every group hashes to one of [`SLOTS`] *coordinator slots*, the partitions
 //! of the internal topic [`OFFSETS_TOPIC`] (`slot = crc32c(group) % 50`). No record is
@@ -7,10 +8,12 @@
 //! coordinates the slot's groups, so drain, rebalance and failover move coordinators
 //! like any partition. FindCoordinator answers the slot's live owner.
 //!
-//! Modules: [`state`] is the per-group state machine (pure, clock passed in);
+//! Modules: [`state`] is the per-group state machine of the classic protocol (pure,
+//! clock passed in); [`consumer`] the one of KIP-848 consumer groups (pure);
 //! [`coordinator`] owns the cache of groups per slot, checks ownership, loads groups
-//! from the metadata store and writes them back, and runs the timers; [`sweeper`]
-//! expires the offsets of empty groups.
+//! from the metadata store and writes them back, and runs the timers;
+//! [`consumer_coordinator`] does the same for consumer groups (memory only);
+//! [`sweeper`] expires the offsets of empty groups.
 //!
 //! Durable state (controller crate, `groups/{group}` and `offsets/{group}/{topic}`):
 //! the group record is written when a join phase completes (generation bump), before
@@ -30,6 +33,8 @@
 //! - Every background loop ticks, stops with the broker's shutdown signal, and bounds
 //!   each metadata call with a timeout.
 
+pub mod consumer;
+pub mod consumer_coordinator;
 pub mod coordinator;
 pub mod error;
 pub mod state;

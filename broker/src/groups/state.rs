@@ -1295,6 +1295,32 @@ pub fn subscribed_topics(metadata: &Bytes) -> Option<Vec<String>> {
     )
 }
 
+/// The partitions of a consumer protocol assignment (`ConsumerProtocolAssignment`), by
+/// topic, None if the bytes are not one.
+pub fn assigned_partitions(assignment: &Bytes) -> Option<Vec<(String, Vec<i32>)>> {
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::Decodable;
+    if assignment.len() < 2 {
+        return None;
+    }
+    let version = i16::from_be_bytes([assignment[0], assignment[1]]);
+    if version < 0 {
+        return None;
+    }
+    let version = version.min(3);
+    let mut body = assignment.slice(2..);
+    let decoded =
+        crate::server::decode_guarded(|| ConsumerProtocolAssignment::decode(&mut body, version))
+            .ok()?;
+    Some(
+        decoded
+            .assigned_partitions
+            .iter()
+            .map(|t| (t.topic.as_str().to_string(), t.partitions.clone()))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

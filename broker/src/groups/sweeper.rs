@@ -10,8 +10,13 @@
 //! heartbeated by then, and the group would be cached). Where "became empty" is not
 //! known, the later of the commit time and the start of this broker's coordination of
 //! the slot is used, so a failover only ever postpones expiry.
+//!
+//! Races with commits: an offset is removed only if its stored entry still carries the
+//! commit time the sweep saw (one version-compared transaction), and a group whose
+//! offsets all expired loses only its record, never offsets keys, so a commit that lands
+//! during a sweep is never lost.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::coordinator::Coordinator;
 use super::error::GroupError;
@@ -77,6 +82,9 @@ impl Coordinator {
             let Some(&owned_since) = owned.get(&slot_of(name)) else {
                 continue;
             };
+            if self.is_active_consumer_group(name) {
+                continue;
+            }
             // When the group became empty (wall ms), if it is known to be empty.
             let empty_since = match self.cached(name) {
                 Some(entry) => {
@@ -96,27 +104,31 @@ impl Coordinator {
                 .await?;
             let mut left = 0usize;
             for (topic, partitions) in &offsets {
-                let expired: Vec<i32> = partitions
+                // Partition → the commit time seen: an entry is removed only if it still
+                // carries it, so a commit landing meanwhile survives.
+                let expired: BTreeMap<i32, i64> = partitions
                     .iter()
                     .filter(|(_, o)| o.commit_ms.max(empty_since).saturating_add(retention) <= wall)
-                    .map(|(p, _)| *p)
+                    .map(|(p, o)| (*p, o.commit_ms))
                     .collect();
-                left += partitions.len() - expired.len();
                 if expired.is_empty() {
+                    left += partitions.len();
                     continue;
                 }
-                self.meta(
-                    "expiring offsets",
-                    self.logs
-                        .meta
-                        .delete_offsets(name, topic, &expired, self.fence()),
-                )
-                .await?;
-                stats.offsets_expired += expired.len();
-                tracing::info!(group = %name, %topic, partitions = expired.len(), "offsets expired");
+                let removed = self
+                    .meta(
+                        "expiring offsets",
+                        self.logs
+                            .meta
+                            .expire_offsets(name, topic, &expired, self.fence()),
+                    )
+                    .await?;
+                left += partitions.len() - removed;
+                stats.offsets_expired += removed;
+                tracing::info!(group = %name, %topic, partitions = removed, "offsets expired");
             }
             if left == 0 {
-                match self.delete_group(name).await {
+                match self.delete_expired_group(name).await {
                     Ok(()) => stats.groups_deleted += 1,
                     // Offsets only, and now none: nothing else to delete; or not empty
                     // any more (a member joined meanwhile).

@@ -569,7 +569,7 @@ pub(super) async fn list_groups(
                         .with_group_id(group_id(&name))
                         .with_protocol_type(str_bytes(&protocol_type));
                     if version >= 4 {
-                        g.with_group_state(str_bytes(state.name()))
+                        g.with_group_state(str_bytes(&state))
                     } else {
                         g
                     }
@@ -642,4 +642,139 @@ pub(super) async fn delete_groups(
 /// Client host as Kafka shows it ("/1.2.3.4").
 pub(super) fn client_host(peer: Option<std::net::SocketAddr>) -> String {
     peer.map(|p| format!("/{}", p.ip())).unwrap_or_default()
+}
+
+/// ConsumerGroupHeartbeat (KIP-848): the consumer protocol's one request, join,
+/// heartbeat, reconcile and leave.
+pub(super) async fn consumer_group_heartbeat(
+    ctx: &Arc<Ctx>,
+    version: i16,
+    client_id: &str,
+    client_host: &str,
+    req: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    use crate::groups::consumer::HeartbeatRequest;
+    use kafka_protocol::messages::consumer_group_heartbeat_response::{
+        Assignment, TopicPartitions,
+    };
+    let decoded = HeartbeatRequest {
+        member_id: req.member_id.as_str().to_string(),
+        member_epoch: req.member_epoch,
+        instance_id: opt_str(&req.instance_id),
+        rack_id: opt_str(&req.rack_id),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed_topic_names: req
+            .subscribed_topic_names
+            .as_ref()
+            .map(|names| names.iter().map(|n| n.as_str().to_string()).collect()),
+        subscribed_topic_regex: opt_str(&req.subscribed_topic_regex),
+        server_assignor: opt_str(&req.server_assignor),
+        topic_partitions: req.topic_partitions.as_ref().map(|tps| {
+            tps.iter()
+                .map(|tp| (tp.topic_id, tp.partitions.clone()))
+                .collect()
+        }),
+        client_id: client_id.to_string(),
+        client_host: client_host.to_string(),
+        api_version: version,
+    };
+    match ctx
+        .groups
+        .consumer_heartbeat(req.group_id.as_str(), decoded)
+        .await
+    {
+        Ok(r) => ConsumerGroupHeartbeatResponse::default()
+            .with_member_id(Some(str_bytes(&r.member_id)))
+            .with_member_epoch(r.member_epoch)
+            .with_heartbeat_interval_ms(r.heartbeat_interval_ms)
+            .with_assignment(r.assignment.map(|parts| {
+                Assignment::default().with_topic_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(topic_id, partitions)| {
+                            TopicPartitions::default()
+                                .with_topic_id(topic_id)
+                                .with_partitions(partitions)
+                        })
+                        .collect(),
+                )
+            })),
+        Err(e) => ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(Some(str_bytes(&e.to_string()))),
+    }
+}
+
+/// ConsumerGroupDescribe (KIP-848).
+pub(super) async fn consumer_group_describe(
+    ctx: &Arc<Ctx>,
+    req: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    use kafka_protocol::messages::consumer_group_describe_response::{
+        Assignment, DescribedGroup, Member, TopicPartitions,
+    };
+    let names: std::collections::HashMap<uuid::Uuid, String> = ctx
+        .logs
+        .topic_names()
+        .into_iter()
+        .filter_map(|n| ctx.logs.get_topic(&n).map(|t| (t.id, n)))
+        .collect();
+    let assignment = |parts: &[(uuid::Uuid, Vec<i32>)]| {
+        Assignment::default().with_topic_partitions(
+            parts
+                .iter()
+                .map(|(id, partitions)| {
+                    TopicPartitions::default()
+                        .with_topic_id(*id)
+                        .with_topic_name(topic_name(
+                            names.get(id).map(String::as_str).unwrap_or(""),
+                        ))
+                        .with_partitions(partitions.clone())
+                })
+                .collect(),
+        )
+    };
+    let mut groups = Vec::with_capacity(req.group_ids.len());
+    for g in &req.group_ids {
+        let base = DescribedGroup::default()
+            .with_group_id(g.clone())
+            .with_authorized_operations(i32::MIN);
+        groups.push(match ctx.groups.consumer_describe(g.as_str()).await {
+            Ok(d) => base
+                .with_group_state(str_bytes(d.state.name()))
+                .with_group_epoch(d.group_epoch)
+                .with_assignment_epoch(d.assignment_epoch)
+                .with_assignor_name(str_bytes(&d.assignor_name))
+                .with_members(
+                    d.members
+                        .iter()
+                        .map(|m| {
+                            Member::default()
+                                .with_member_id(str_bytes(&m.member_id))
+                                .with_instance_id(m.instance_id.as_deref().map(str_bytes))
+                                .with_rack_id(m.rack_id.as_deref().map(str_bytes))
+                                .with_member_epoch(m.member_epoch)
+                                .with_client_id(str_bytes(&m.client_id))
+                                .with_client_host(str_bytes(&m.client_host))
+                                .with_subscribed_topic_names(
+                                    m.subscribed_topic_names
+                                        .iter()
+                                        .map(|t| topic_name(t))
+                                        .collect(),
+                                )
+                                .with_subscribed_topic_regex(
+                                    m.subscribed_topic_regex.as_deref().map(str_bytes),
+                                )
+                                .with_assignment(assignment(&m.assignment))
+                                .with_target_assignment(assignment(&m.target_assignment))
+                                .with_member_type(1)
+                        })
+                        .collect(),
+                ),
+            Err(e) => base
+                .with_error_code(e.code())
+                .with_error_message(Some(str_bytes(&e.to_string()))),
+        });
+    }
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
 }

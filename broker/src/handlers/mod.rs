@@ -55,6 +55,8 @@ pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
         ApiKey::ListGroups => (0, 4),
         ApiKey::DescribeGroups => (0, 5),
         ApiKey::DeleteGroups => (0, 2),
+        ApiKey::ConsumerGroupHeartbeat => (0, 1),
+        ApiKey::ConsumerGroupDescribe => (0, 1),
         _ => return None,
     })
 }
@@ -85,6 +87,8 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::ListGroups => "ListGroups",
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
         _ => "other",
     }
 }
@@ -113,6 +117,8 @@ const ALL_KEYS: &[ApiKey] = &[
     ApiKey::ListGroups,
     ApiKey::DescribeGroups,
     ApiKey::DeleteGroups,
+    ApiKey::ConsumerGroupHeartbeat,
+    ApiKey::ConsumerGroupDescribe,
 ];
 
 fn api_keys() -> Vec<ApiVersion> {
@@ -172,13 +178,8 @@ pub async fn handle(
         RequestKind::InitProducerId(req) => respond!(admin::init_producer_id(ctx, req).await),
         RequestKind::FindCoordinator(req) => respond!(groups::find_coordinator(ctx, v, req)),
         RequestKind::JoinGroup(req) => {
-            let client_id = header
-                .client_id
-                .as_ref()
-                .map(|c| c.as_str().to_string())
-                .unwrap_or_default();
             let host = groups::client_host(peer);
-            respond!(groups::join_group(ctx, v, &client_id, &host, req).await)
+            respond!(groups::join_group(ctx, v, &client_id(&header), &host, req).await)
         }
         RequestKind::SyncGroup(req) => respond!(groups::sync_group(ctx, v, req).await),
         RequestKind::Heartbeat(req) => respond!(groups::heartbeat(ctx, v, req).await),
@@ -189,8 +190,26 @@ pub async fn handle(
         RequestKind::ListGroups(req) => respond!(groups::list_groups(ctx, v, req).await),
         RequestKind::DescribeGroups(req) => respond!(groups::describe_groups(ctx, v, req).await),
         RequestKind::DeleteGroups(req) => respond!(groups::delete_groups(ctx, req).await),
+        RequestKind::ConsumerGroupHeartbeat(req) => {
+            let host = groups::client_host(peer);
+            respond!(
+                groups::consumer_group_heartbeat(ctx, v, &client_id(&header), &host, req).await
+            )
+        }
+        RequestKind::ConsumerGroupDescribe(req) => {
+            respond!(groups::consumer_group_describe(ctx, req).await)
+        }
         _ => Err(format!("api {key:?} is not supported")),
     }
+}
+
+/// The request header's client id ("" when null).
+fn client_id(header: &kafka_protocol::messages::RequestHeader) -> String {
+    header
+        .client_id
+        .as_ref()
+        .map(|c| c.as_str().to_string())
+        .unwrap_or_default()
 }
 
 pub(crate) fn str_bytes(s: &str) -> StrBytes {

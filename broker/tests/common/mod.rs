@@ -98,6 +98,7 @@ pub(crate) async fn start(dir: &std::path::Path, extra: impl FnOnce(&mut Setting
     let mut args = SettingsArgs {
         kafka_listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         data_dir: Some(dir.to_path_buf()),
         flush_interval: Some(Duration::from_millis(50)),
         group_initial_rebalance_delay: Some(Duration::ZERO),

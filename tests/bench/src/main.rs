@@ -516,6 +516,8 @@ impl SpawnedBroker {
             kafka.clone(),
             "--metrics-listen".into(),
             http.clone(),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{}", free_port()?),
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
