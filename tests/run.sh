@@ -56,10 +56,13 @@ else
   kcat -V | grep -m1 -o 'librdkafka [0-9.]*' || true
 fi
 # protoc: the etcd-client crate (cirrus-controller) compiles etcd's .proto files at build time.
-if command -v protoc >/dev/null 2>&1; then
+# Its .proto files import google/protobuf/*.proto, which Debian ships in libprotobuf-dev
+# (only a recommendation of protobuf-compiler, so --no-install-recommends skips it).
+if command -v protoc >/dev/null 2>&1 \
+   && { [ -f /usr/include/google/protobuf/descriptor.proto ] || [ -n "${PROTOC_INCLUDE:-}" ]; }; then
   echo "protoc present: $(protoc --version)"
 else
-  apt_install protobuf-compiler
+  apt_install protobuf-compiler libprotobuf-dev
   protoc --version
 fi
 

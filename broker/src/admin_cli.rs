@@ -31,6 +31,9 @@ use tonic::{Code, Request, Response, Status, Streaming};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of each unary call (everything but the waited-for long operations).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of `cirrus admin storage`, which lists the whole bucket (the server gives up
+/// after 120 s with a readable error).
+pub const STORAGE_CALL_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// `cirrus admin`: administer a cluster through any broker's admin API.
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
@@ -103,6 +106,8 @@ pub enum AdminCommand {
     /// List consumer groups, describe one with its lag, or reset its offsets.
     #[command(subcommand)]
     Groups(GroupsCommand),
+    /// Show bucket usage: live bytes by topic, deleted data still held by objects, orphans.
+    Storage,
 }
 
 /// `cirrus admin groups ...`, in the vocabulary of Kafka's kafka-consumer-groups.
@@ -620,7 +625,62 @@ pub async fn execute(
             .await?;
             Ok(render_reset(&group, &answer))
         }
+        AdminCommand::Storage => {
+            let answer = unary_within(
+                "survey the bucket",
+                |r| client.get_storage(r),
+                pb::GetStorageRequest {},
+                STORAGE_CALL_TIMEOUT,
+            )
+            .await?;
+            Ok(render_storage(&answer))
+        }
     }
+}
+
+/// `cirrus admin storage`.
+pub fn render_storage(s: &pb::GetStorageResponse) -> String {
+    let mut out = if s.topics.is_empty() {
+        "no topic has data in the bucket\n".to_string()
+    } else {
+        let rows: Vec<Vec<String>> = s
+            .topics
+            .iter()
+            .map(|t| {
+                vec![
+                    t.topic.clone(),
+                    t.partitions.to_string(),
+                    format_bytes(t.live_bytes as f64),
+                ]
+            })
+            .collect();
+        render_table(
+            &[
+                ("TOPIC", Align::Left),
+                ("PARTITIONS", Align::Right),
+                ("LIVE", Align::Right),
+            ],
+            &rows,
+        )
+    };
+    let b = |n: u64| format_bytes(n as f64);
+    out.push_str(&format!(
+        "bucket: {} data objects ({}), {} index blobs ({})\n\
+         deleted records still held by objects: {}\n\
+         orphans (unreferenced, older than {}): {} objects ({})\n\
+         unreferenced, younger (uploads in flight, deletions in grace): {} objects ({})\n",
+        s.data_objects,
+        b(s.data_bytes),
+        s.index_blobs,
+        b(s.index_bytes),
+        b(s.deleted_record_bytes),
+        humantime::format_duration(Duration::from_millis(s.orphan_grace_ms)),
+        s.orphan_objects,
+        b(s.orphan_bytes),
+        s.unreferenced_young_objects,
+        b(s.unreferenced_young_bytes),
+    ));
+    out
 }
 
 /// `cirrus admin groups list`.
@@ -851,9 +911,23 @@ where
     F: FnOnce(Request<Req>) -> Fut,
     Fut: Future<Output = Result<Response<Resp>, Status>>,
 {
+    unary_within(what, call, message, CALL_TIMEOUT).await
+}
+
+/// One unary call with the given deadline (sent to the server and enforced here).
+async fn unary_within<Req, Resp, F, Fut>(
+    what: &str,
+    call: F,
+    message: Req,
+    deadline: Duration,
+) -> Result<Resp, AdminCliError>
+where
+    F: FnOnce(Request<Req>) -> Fut,
+    Fut: Future<Output = Result<Response<Resp>, Status>>,
+{
     let mut request = Request::new(message);
-    request.set_timeout(CALL_TIMEOUT);
-    match tokio::time::timeout(CALL_TIMEOUT, call(request)).await {
+    request.set_timeout(deadline);
+    match tokio::time::timeout(deadline, call(request)).await {
         Ok(Ok(response)) => Ok(response.into_inner()),
         Ok(Err(status)) => Err(AdminCliError::Status {
             what: what.to_string(),
@@ -1104,11 +1178,16 @@ pub fn render_table(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
 
 /// Bytes per second in binary units: `0 B/s`, `512 B/s`, `1.5 KiB/s`, `12.0 MiB/s`.
 pub fn format_rate(bytes_per_sec: f64) -> String {
-    const UNITS: [&str; 5] = ["B/s", "KiB/s", "MiB/s", "GiB/s", "TiB/s"];
-    if !bytes_per_sec.is_finite() || bytes_per_sec <= 0.0 {
-        return "0 B/s".to_string();
+    format!("{}/s", format_bytes(bytes_per_sec))
+}
+
+/// Bytes in binary units: `0 B`, `512 B`, `1.5 KiB`, `12.0 MiB`.
+pub fn format_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    if !bytes.is_finite() || bytes <= 0.0 {
+        return "0 B".to_string();
     }
-    let mut value = bytes_per_sec;
+    let mut value = bytes;
     let mut unit = 0;
     while value >= 1024.0 && unit + 1 < UNITS.len() {
         value /= 1024.0;
@@ -1961,6 +2040,12 @@ PARTITION  STREAM ID  OWNER  EPOCH  MOVING TO  ONLINE  LOG START  HIGH WATERMARK
                     executed,
                 }))
             }
+            async fn get_storage(
+                &self,
+                _: Request<pb::GetStorageRequest>,
+            ) -> Result<Response<pb::GetStorageResponse>, Status> {
+                Ok(Response::new(super::sample_storage()))
+            }
         }
 
         /// Serves a fake on 127.0.0.1:0; returns its address.
@@ -2201,6 +2286,9 @@ PARTITION  STREAM ID  OWNER  EPOCH  MOVING TO  ONLINE  LOG START  HIGH WATERMARK
             result
         };
 
+        let storage = exec(AdminCommand::Storage).await.unwrap();
+        assert_eq!(storage, STORAGE_TEXT);
+
         let autoscale = exec(AdminCommand::Autoscale).await.unwrap();
         assert!(
             autoscale.starts_with("recommended brokers: 4 (now 3 live; limited by bytes_in)\n"),
@@ -2306,6 +2394,7 @@ PARTITION  STREAM ID  OWNER  EPOCH  MOVING TO  ONLINE  LOG START  HIGH WATERMARK
                 vec![],
                 vec![],
                 vec![],
+                vec![],
                 vec![
                     "moved 0/3 partitions (3 remaining) in 0.0s".to_string(),
                     "moved 1/3 partitions (2 remaining) in 1.2s".to_string(),
@@ -2334,6 +2423,52 @@ PARTITION  STREAM ID  OWNER  EPOCH  MOVING TO  ONLINE  LOG START  HIGH WATERMARK
         assert_eq!(
             seen.creates[0].configs,
             [("a".to_string(), "1".to_string())].into()
+        );
+    }
+
+    fn sample_storage() -> pb::GetStorageResponse {
+        pb::GetStorageResponse {
+            topics: vec![
+                pb::TopicStorage {
+                    topic: "clicks".into(),
+                    live_bytes: 3 * 1024 * 1024 / 2,
+                    partitions: 12,
+                },
+                pb::TopicStorage {
+                    topic: "orders".into(),
+                    live_bytes: 900,
+                    partitions: 1,
+                },
+            ],
+            data_objects: 40,
+            data_bytes: 2 * 1024 * 1024,
+            index_blobs: 3,
+            index_bytes: 4096,
+            deleted_record_bytes: 10 * 1024,
+            orphan_objects: 2,
+            orphan_bytes: 2048,
+            unreferenced_young_objects: 1,
+            unreferenced_young_bytes: 100,
+            orphan_grace_ms: 3_600_000,
+        }
+    }
+
+    const STORAGE_TEXT: &str = "\
+TOPIC   PARTITIONS     LIVE
+clicks          12  1.5 MiB
+orders           1    900 B
+bucket: 40 data objects (2.0 MiB), 3 index blobs (4.0 KiB)
+deleted records still held by objects: 10.0 KiB
+orphans (unreferenced, older than 1h): 2 objects (2.0 KiB)
+unreferenced, younger (uploads in flight, deletions in grace): 1 objects (100 B)
+";
+
+    #[test]
+    fn empty_storage_says_so() {
+        let text = render_storage(&pb::GetStorageResponse::default());
+        assert!(
+            text.starts_with("no topic has data in the bucket\nbucket: 0 data objects (0 B)"),
+            "{text}"
         );
     }
 

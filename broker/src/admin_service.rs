@@ -740,7 +740,60 @@ impl Admin for AdminService {
         }
         Ok(Response::new(self.reset_offsets_local(req).await?))
     }
+
+    async fn get_storage(
+        &self,
+        _: Request<pb::GetStorageRequest>,
+    ) -> Result<Response<pb::GetStorageResponse>, Status> {
+        let grace = self.logs.settings.orphan_grace;
+        let survey = async {
+            // Bucket first, index second (see crate::lifecycle).
+            let bucket = crate::lifecycle::sweep_orphans(&self.logs, grace, false).await?;
+            let usage = self.logs.storage_usage().await?;
+            anyhow::Ok((bucket, usage))
+        };
+        let (bucket, usage) = tokio::time::timeout(STORAGE_SURVEY_TIMEOUT, survey)
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "surveying the bucket took longer than {STORAGE_SURVEY_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| Status::unavailable(format!("cannot survey the bucket: {e:#}")))?;
+        let mut topics: BTreeMap<String, pb::TopicStorage> = BTreeMap::new();
+        let mut deleted_record_bytes = usage.deleted_bytes;
+        for (stream, bytes) in usage.live_by_stream {
+            let Some((topic, _)) = self.logs.topic_of_stream(stream) else {
+                deleted_record_bytes += bytes;
+                continue;
+            };
+            let entry = topics
+                .entry(topic.clone())
+                .or_insert_with(|| pb::TopicStorage {
+                    topic,
+                    ..Default::default()
+                });
+            entry.live_bytes += bytes;
+            entry.partitions += 1;
+        }
+        Ok(Response::new(pb::GetStorageResponse {
+            topics: topics.into_values().collect(),
+            data_objects: bucket.data_objects,
+            data_bytes: bucket.data_bytes,
+            index_blobs: bucket.index_blobs,
+            index_bytes: bucket.index_bytes,
+            deleted_record_bytes,
+            orphan_objects: bucket.orphan_objects,
+            orphan_bytes: bucket.orphan_bytes,
+            unreferenced_young_objects: bucket.unreferenced_young_objects,
+            unreferenced_young_bytes: bucket.unreferenced_young_bytes,
+            orphan_grace_ms: grace.as_millis() as u64,
+        }))
+    }
 }
+
+/// Bound on listing the bucket and reading the index for GetStorage.
+const STORAGE_SURVEY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A ListOffsets query for the offsets of one partition, without lookups.
 fn query(topic: &str, partition: i32) -> pb::PartitionOffsetQuery {

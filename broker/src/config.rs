@@ -253,6 +253,27 @@ pub struct SettingsArgs {
     #[arg(long, env = "CIRRUS_GROUP_CONSUMER_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
     #[serde(with = "humantime_serde")]
     pub group_consumer_heartbeat_interval: Option<Duration>,
+    /// How often each broker applies retention (retention.ms, retention.bytes) to the
+    /// partitions it owns and deletes objects nothing references any more (Kafka's
+    /// log.retention.check.interval.ms). [default: 30s]
+    #[arg(long, env = "CIRRUS_RETENTION_CHECK_INTERVAL", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub retention_check_interval: Option<Duration>,
+    /// An object whose data is all deleted is removed from the bucket this long after,
+    /// so reads already under way finish (Kafka's file.delete.delay.ms). [default: 1m]
+    #[arg(long, env = "CIRRUS_OBJECT_DELETE_GRACE", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub object_delete_grace: Option<Duration>,
+    /// How often the controller (or a single node) lists the bucket for orphan objects:
+    /// uploaded but never committed (a crash, a fenced broker); 0 = never. [default: 10m]
+    #[arg(long, env = "CIRRUS_ORPHAN_GC_INTERVAL", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub orphan_gc_interval: Option<Duration>,
+    /// An unreferenced object is an orphan only once it is this old (uploads waiting for
+    /// their commit are re-uploaded well before). At least 3 × object_delete_grace. [default: 1h]
+    #[arg(long, env = "CIRRUS_ORPHAN_GRACE", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub orphan_grace: Option<Duration>,
 }
 
 /// Validated, complete settings.
@@ -293,6 +314,11 @@ pub struct Settings {
     pub consumer_lag_interval: Duration,
     pub group_consumer_session_timeout: Duration,
     pub group_consumer_heartbeat_interval: Duration,
+    pub retention_check_interval: Duration,
+    pub object_delete_grace: Duration,
+    /// Zero when the orphan sweep is off.
+    pub orphan_gc_interval: Duration,
+    pub orphan_grace: Duration,
 }
 
 /// A setting that is missing, malformed or out of bounds.
@@ -372,7 +398,11 @@ impl SettingsArgs {
             group_initial_rebalance_delay,
             consumer_lag_interval,
             group_consumer_session_timeout,
-            group_consumer_heartbeat_interval
+            group_consumer_heartbeat_interval,
+            retention_check_interval,
+            object_delete_grace,
+            orphan_gc_interval,
+            orphan_grace
         )
     }
 
@@ -578,6 +608,24 @@ impl SettingsArgs {
                 "must be at least 100ms and shorter than group_consumer_session_timeout",
             ));
         }
+        let retention_check_interval = self
+            .retention_check_interval
+            .unwrap_or(Duration::from_secs(30));
+        if retention_check_interval < Duration::from_millis(100) {
+            return Err(invalid(
+                "retention_check_interval",
+                "must be at least 100ms",
+            ));
+        }
+        let object_delete_grace = self.object_delete_grace.unwrap_or(Duration::from_secs(60));
+        let orphan_gc_interval = self.orphan_gc_interval.unwrap_or(Duration::from_secs(600));
+        let orphan_grace = self.orphan_grace.unwrap_or(Duration::from_secs(3600));
+        if orphan_grace < object_delete_grace * 3 || orphan_grace < Duration::from_secs(1) {
+            return Err(invalid(
+                "orphan_grace",
+                "must be at least 1s and at least 3 × object_delete_grace",
+            ));
+        }
         let object_store_latency = match self.object_store_latency.as_deref() {
             None => None,
             Some(spec) => cirrus_storage::LatencyProfile::parse(spec)
@@ -626,6 +674,10 @@ impl SettingsArgs {
             consumer_lag_interval,
             group_consumer_session_timeout,
             group_consumer_heartbeat_interval,
+            retention_check_interval,
+            object_delete_grace,
+            orphan_gc_interval,
+            orphan_grace,
         })
     }
 }
@@ -678,6 +730,17 @@ mod tests {
         assert!(
             slow.validate().is_err(),
             "the heartbeat must be shorter than the session"
+        );
+        let s = SettingsArgs::default().validate().unwrap();
+        assert_eq!(
+            (s.object_delete_grace, s.orphan_grace),
+            (Duration::from_secs(60), Duration::from_secs(3600))
+        );
+        let short: SettingsArgs =
+            toml::from_str("object_delete_grace = \"1m\"\norphan_grace = \"2m\"\n").unwrap();
+        assert!(
+            short.validate().is_err(),
+            "orphans must wait longer than dead objects"
         );
     }
 

@@ -17,6 +17,7 @@ pub mod groups;
 pub mod handlers;
 pub mod http;
 pub mod lag;
+pub mod lifecycle;
 pub mod load;
 pub mod log;
 pub mod metrics;

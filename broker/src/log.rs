@@ -39,8 +39,39 @@ pub const WAL_KIND_BATCH: u8 = 1;
 const WAL_BATCH_FORMAT: u8 = 1;
 const WAL_BATCH_HEADER: usize = 1 + 8 + 4;
 
+/// Bound on each metadata call of the storage lifecycle.
+const LIFECYCLE_META_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Objects committed between two index checkpoints.
 pub const CHECKPOINT_EVERY_OBJECTS: u64 = 256;
+
+/// An object of this writer whose data is all deleted, waiting to leave the bucket.
+#[derive(Debug, Clone)]
+struct DeadObject {
+    seq: u64,
+    key: String,
+    size: u64,
+    since: std::time::Instant,
+    /// `checkpoint_snapshots` when it died: a checkpoint of a later snapshot no longer
+    /// lists it.
+    snapshot: u64,
+}
+
+/// Run bytes in the bucket, as [`LogManager::storage_usage`] counts them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageUsage {
+    pub live_by_stream: HashMap<u64, u64>,
+    pub deleted_bytes: u64,
+}
+
+/// What one round of dead-object collection did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeadObjectStats {
+    pub found: u64,
+    pub deleted: u64,
+    pub deleted_bytes: u64,
+    pub pending: u64,
+}
 
 /// A topic as this broker serves it.
 #[derive(Debug)]
@@ -107,6 +138,17 @@ pub struct LogManager {
     /// Every object record that is live (since the start of the index), for checkpoints.
     live_objects: std::sync::Mutex<Vec<ObjectRecord>>,
     last_checkpoint_seq: std::sync::Mutex<u64>,
+    /// The highest seq this writer committed (0: none yet).
+    last_committed_seq: std::sync::atomic::AtomicU64,
+    /// Objects of this writer whose data is all deleted, waiting for their grace period
+    /// and for a checkpoint that no longer lists them (see [`crate::lifecycle`]).
+    dead_objects: std::sync::Mutex<Vec<DeadObject>>,
+    /// Serializes checkpoint writes (the commit loop and the lifecycle loop).
+    checkpoint_lock: tokio::sync::Mutex<()>,
+    /// Snapshots of `live_objects` taken for checkpoints (counted under its lock), and
+    /// the number of the snapshot the last committed checkpoint holds.
+    checkpoint_snapshots: std::sync::atomic::AtomicU64,
+    checkpoint_covered: std::sync::atomic::AtomicU64,
     pub metrics: Arc<Metrics>,
     /// This broker's id: the namespace of its object records and checkpoints.
     pub writer_id: i32,
@@ -154,6 +196,11 @@ impl LogManager {
             producer_ids: tokio::sync::Mutex::new(0..0),
             live_objects: std::sync::Mutex::new(Vec::new()),
             last_checkpoint_seq: std::sync::Mutex::new(0),
+            last_committed_seq: std::sync::atomic::AtomicU64::new(0),
+            dead_objects: std::sync::Mutex::new(Vec::new()),
+            checkpoint_lock: tokio::sync::Mutex::new(()),
+            checkpoint_snapshots: std::sync::atomic::AtomicU64::new(0),
+            checkpoint_covered: std::sync::atomic::AtomicU64::new(0),
             metrics,
             writer_id,
             cluster,
@@ -171,6 +218,9 @@ impl LogManager {
         }
         let next_seq = own.last().map_or(after_seq, |o| o.seq).max(after_seq) + 1;
         manager.uploader.set_next_seq(next_seq);
+        manager
+            .last_committed_seq
+            .store(next_seq - 1, std::sync::atomic::Ordering::Release);
         *lock(&manager.live_objects) = own;
         *lock(&manager.last_checkpoint_seq) = after_seq;
         for record in manager.meta.list_topics().await? {
@@ -311,6 +361,7 @@ impl LogManager {
                 let start = fresh.next_offset;
                 fresh.epochs.push((*epoch, start));
             }
+            fresh.forget_below_log_start();
             fresh.evict_tail(budget);
             *st = fresh;
         }
@@ -383,6 +434,14 @@ impl LogManager {
                     self.forget_topic(&record.name);
                 }
                 self.install_topic(record);
+            }
+            // Log starts only move forward (retention, DeleteRecords by the owner).
+            if let Some(topic) = self.get_topic(&record.name) {
+                for rp in &record.partitions {
+                    if let Some(p) = topic.partitions.get(rp.index as usize) {
+                        p.lock().truncate_before(rp.log_start_offset);
+                    }
+                }
             }
         }
         let gone: Vec<String> = read(&self.topics)
@@ -482,6 +541,8 @@ impl LogManager {
                 last_offset: run.last_offset,
                 max_timestamp: run.max_timestamp,
             });
+            // DeleteRecords may have moved the log start past data still in the WAL.
+            st.forget_below_log_start();
             if st.advance_high_watermark(run.last_offset + 1) {
                 moved = true;
             }
@@ -1079,12 +1140,34 @@ impl LogManager {
             let started = std::time::Instant::now();
             let fence = self.cluster.as_ref().map(|c| c.fence.clone());
             let writer_id = self.writer_id;
+            // The orphan sweep deletes unreferenced objects older than orphan_grace: an
+            // upload still waiting for its commit (metadata store away) is uploaded
+            // again long before that.
+            let refresh_after = self.settings.orphan_grace / 3;
+            let mut uploaded = std::time::Instant::now();
+            crate::lifecycle::fault_point("upload.before_commit");
             let committed = retry_forever("commit object", || {
                 let (meta, record, fence) = (self.meta.clone(), record.clone(), fence.clone());
+                let refresh = uploaded.elapsed() >= refresh_after;
+                if refresh {
+                    uploaded = std::time::Instant::now();
+                }
+                let (storage, key, object) = (
+                    self.storage.clone(),
+                    sealed.key.clone(),
+                    sealed.object.clone(),
+                );
                 async move {
+                    if refresh {
+                        tracing::warn!(%key, "object still not committed; uploading it again so it never looks orphaned");
+                        storage
+                            .put_object(&key, &object)
+                            .await
+                            .map_err(|e| format!("re-uploading {key}: {e}"))?;
+                    }
                     match meta.commit_object(writer_id, record, fence).await {
                         Err(MetaError::Fenced { key }) => Ok(Err(key)),
-                        other => other.map(Ok),
+                        other => other.map(Ok).map_err(|e| e.to_string()),
                     }
                 }
             })
@@ -1108,6 +1191,8 @@ impl LogManager {
             self.metrics.object_size.observe(record.size as f64);
             self.apply_object(&record);
             lock(&self.live_objects).push(record);
+            self.last_committed_seq
+                .fetch_max(sealed.seq, std::sync::atomic::Ordering::AcqRel);
             let through = self.uploader.mark_committed(&sealed);
             // Trimming unlinks segment files, which can block: keep it off the runtime.
             let wal = self.wal.clone();
@@ -1127,15 +1212,30 @@ impl LogManager {
     /// Writes every live object record into one blob in the bucket and replaces the
     /// object records in the metadata store by a pointer to it.
     async fn write_checkpoint(&self, through_seq: u64) -> anyhow::Result<()> {
-        let objects: Vec<ObjectRecord> = lock(&self.live_objects)
-            .iter()
-            .filter(|o| o.seq <= through_seq)
-            .cloned()
-            .collect();
+        let _one_at_a_time = self.checkpoint_lock.lock().await;
+        if through_seq < *lock(&self.last_checkpoint_seq) {
+            return Ok(());
+        }
+        let (objects, snapshot) = {
+            let live = lock(&self.live_objects);
+            let snapshot = self
+                .checkpoint_snapshots
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+                + 1;
+            let objects: Vec<ObjectRecord> = live
+                .iter()
+                .filter(|o| o.seq <= through_seq)
+                .cloned()
+                .collect();
+            (objects, snapshot)
+        };
         let blob = serde_json::to_vec(&objects)?;
+        // Unique per write (the same through_seq may be checkpointed again after
+        // objects died): the previous blob is deleted once the new one is committed.
         let key = object_store::path::Path::from(format!(
-            "index/{:010}/checkpoint-{through_seq:020}.json",
-            self.writer_id
+            "index/{:010}/checkpoint-{through_seq:020}-{:013}.json",
+            self.writer_id,
+            now_ms()
         ));
         self.storage.put_bytes(&key, Bytes::from(blob)).await?;
         let previous = self.meta.get_checkpoint(self.writer_id).await?;
@@ -1151,8 +1251,10 @@ impl LogManager {
             )
             .await?;
         *lock(&self.last_checkpoint_seq) = through_seq;
+        self.checkpoint_covered
+            .fetch_max(snapshot, std::sync::atomic::Ordering::AcqRel);
         self.metrics.metadata_writes.inc();
-        if let Some((prev, _)) = previous {
+        if let Some((prev, _)) = previous.filter(|(prev, _)| prev.key != key.as_ref()) {
             // Readers load the checkpoint named in metadata; the old blob is no longer referenced.
             let _ = self
                 .storage
@@ -1165,6 +1267,191 @@ impl LogManager {
             "index checkpoint written"
         );
         Ok(())
+    }
+
+    /// Owner side of retention and DeleteRecords: raises a served partition's log start
+    /// to `offset` (clamped to the high watermark), first in the topic record, then in
+    /// memory (forgetting runs wholly below it). Returns the log start now. Brokers that
+    /// do not serve the partition learn it from the topic record (`sync_topics`).
+    pub async fn advance_log_start(&self, partition: &Partition, offset: i64) -> Result<i64> {
+        let target = {
+            let st = partition.lock();
+            if !st.owned || st.releasing || st.deleted {
+                return Err(BrokerError::NotLeaderOrFollower);
+            }
+            let target = offset.min(st.high_watermark);
+            if target <= st.log_start_offset {
+                return Ok(st.log_start_offset);
+            }
+            target
+        };
+        if !self.lease_ok() {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
+        tokio::time::timeout(
+            LIFECYCLE_META_TIMEOUT,
+            self.meta
+                .set_log_start_offset(&partition.topic, partition.index, target),
+        )
+        .await
+        .map_err(|_| BrokerError::Timeout)??;
+        let mut st = partition.lock();
+        st.truncate_before(target);
+        tracing::info!(topic = %partition.topic, partition = partition.index, log_start = st.log_start_offset, "log start moved");
+        Ok(st.log_start_offset)
+    }
+
+    /// Moves this writer's objects whose every run is deleted (their topic is gone, or
+    /// the run ends below its partition's log start) from the live set, which the next
+    /// checkpoint writes, to the dead list. Returns how many it moved.
+    pub fn collect_dead_objects(&self) -> u64 {
+        let streams = read(&self.streams);
+        let dead_run = |r: &RunRecord| match streams.get(&r.stream_id) {
+            None => true,
+            Some(p) => r.last_offset < p.lock().log_start_offset,
+        };
+        let now = std::time::Instant::now();
+        let mut live = lock(&self.live_objects);
+        let snapshot = self
+            .checkpoint_snapshots
+            .load(std::sync::atomic::Ordering::Acquire);
+        let before = live.len();
+        let mut died = Vec::new();
+        live.retain(|o| {
+            let dead = o.runs.iter().all(&dead_run);
+            if dead {
+                died.push(DeadObject {
+                    seq: o.seq,
+                    key: o.key.clone(),
+                    size: o.size,
+                    since: now,
+                    snapshot,
+                });
+            }
+            !dead
+        });
+        let found = (before - live.len()) as u64;
+        drop(live);
+        lock(&self.dead_objects).extend(died);
+        found
+    }
+
+    /// Deletes dead objects older than `grace` from the bucket, once a committed
+    /// checkpoint no longer lists them (writing one first if needed, which also removes
+    /// their object records from the metadata store). Failed deletes are retried at the
+    /// next round; an object that is already gone counts as deleted.
+    pub async fn delete_dead_objects(&self, grace: Duration) -> anyhow::Result<DeadObjectStats> {
+        use std::sync::atomic::Ordering;
+        let ripe = |d: &DeadObject| d.since.elapsed() >= grace;
+        let covered = self.checkpoint_covered.load(Ordering::Acquire);
+        let listed = lock(&self.dead_objects)
+            .iter()
+            .any(|d| ripe(d) && d.snapshot >= covered);
+        if listed {
+            // Still in the current checkpoint blob or an object record: write a new one.
+            let through = self
+                .last_committed_seq
+                .load(Ordering::Acquire)
+                .max(*lock(&self.last_checkpoint_seq));
+            self.write_checkpoint(through).await?;
+        }
+        let covered = self.checkpoint_covered.load(Ordering::Acquire);
+        let doomed: Vec<DeadObject> = lock(&self.dead_objects)
+            .iter()
+            .filter(|d| ripe(d) && d.snapshot < covered)
+            .cloned()
+            .collect();
+        let mut stats = DeadObjectStats::default();
+        if !doomed.is_empty() {
+            crate::lifecycle::fault_point("gc.before_delete");
+        }
+        let mut deleted = std::collections::HashSet::new();
+        for d in &doomed {
+            match self
+                .storage
+                .delete(&object_store::path::Path::from(d.key.as_str()))
+                .await
+            {
+                Ok(()) => {
+                    deleted.insert(d.seq);
+                    stats.deleted += 1;
+                    stats.deleted_bytes += d.size;
+                    self.metrics.objects_deleted_dead.inc();
+                    self.metrics.object_bytes_deleted_dead.inc_by(d.size);
+                }
+                Err(e) => {
+                    tracing::warn!(key = %d.key, error = %e, "cannot delete a dead object; retrying next round")
+                }
+            }
+        }
+        let mut dead = lock(&self.dead_objects);
+        dead.retain(|d| !deleted.contains(&d.seq));
+        stats.pending = dead.len() as u64;
+        if stats.deleted > 0 {
+            tracing::info!(
+                objects = stats.deleted,
+                bytes = stats.deleted_bytes,
+                "deleted objects whose data is all deleted"
+            );
+        }
+        Ok(stats)
+    }
+
+    /// The object keys every writer's index references now (checkpoint blobs and the
+    /// object records after them), and the checkpoint blob keys; for the orphan sweep.
+    pub async fn referenced_keys(
+        &self,
+    ) -> anyhow::Result<(
+        std::collections::HashSet<String>,
+        std::collections::HashSet<String>,
+    )> {
+        let index = self.meta.cluster_index().await?;
+        let mut objects = std::collections::HashSet::new();
+        let mut blobs = std::collections::HashSet::new();
+        for w in &index {
+            if let Some(cp) = &w.checkpoint {
+                blobs.insert(cp.key.clone());
+                for o in self.checkpoint_blob(&cp.key).await?.iter() {
+                    objects.insert(o.key.clone());
+                }
+            }
+            objects.extend(w.objects.iter().map(|o| o.key.clone()));
+        }
+        // This writer's dead objects still wait for their grace: not orphans yet.
+        objects.extend(lock(&self.dead_objects).iter().map(|d| d.key.clone()));
+        Ok((objects, blobs))
+    }
+
+    /// Bytes of runs in every writer's index, live (at or above their partition's log
+    /// start) by stream and deleted (below it, or of a deleted topic); for
+    /// `cirrus admin storage`.
+    pub async fn storage_usage(&self) -> anyhow::Result<StorageUsage> {
+        let index = self.meta.cluster_index().await?;
+        let mut objects: Vec<ObjectRecord> = Vec::new();
+        for w in &index {
+            if let Some(cp) = &w.checkpoint {
+                objects.extend(self.checkpoint_blob(&cp.key).await?.iter().cloned());
+            }
+            objects.extend(w.objects.iter().cloned());
+        }
+        let streams = read(&self.streams);
+        let mut usage = StorageUsage::default();
+        for r in objects.iter().flat_map(|o| &o.runs) {
+            match streams.get(&r.stream_id) {
+                Some(p) if r.last_offset >= p.lock().log_start_offset => {
+                    *usage.live_by_stream.entry(r.stream_id).or_default() += r.length;
+                }
+                _ => usage.deleted_bytes += r.length,
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Every partition this broker knows, by stream id.
+    pub fn topic_of_stream(&self, stream_id: u64) -> Option<(String, i32)> {
+        read(&self.streams)
+            .get(&stream_id)
+            .map(|p| (p.topic.to_string(), p.index))
     }
 
     /// Waits (bounded) until everything pushed to the uploader is committed.

@@ -71,6 +71,17 @@ pub struct Metrics {
     /// Reads of committed runs answered by the in-memory run cache, and from the bucket.
     pub read_cache_hits: Counter,
     pub read_cache_misses: Counter,
+    /// Storage lifecycle: objects and bytes deleted from the bucket, by reason (dead:
+    /// all their data deleted; orphan: never committed), orphans seen by the last sweep,
+    /// and log start moves by reason (retention, delete_records).
+    pub objects_deleted_dead: Counter,
+    pub objects_deleted_orphan: Counter,
+    pub object_bytes_deleted_dead: Counter,
+    pub object_bytes_deleted_orphan: Counter,
+    pub orphan_objects: Gauge,
+    pub orphan_bytes: Gauge,
+    pub log_start_moves_retention: Counter,
+    pub log_start_moves_delete_records: Counter,
     /// Bytes produced and fetched over all topics (not exported; see TopicCounters).
     pub total_in: Counter,
     pub total_out: Counter,
@@ -232,7 +243,57 @@ impl Metrics {
         let read_cache_misses = read_cache
             .get_or_create(&ResultLabel { result: "miss" })
             .clone();
+        let deleted = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "objects_deleted",
+            "Data objects deleted from the bucket, by reason: dead (all their data deleted by retention, DeleteRecords or topic deletion) or orphan (uploaded, never committed)",
+            deleted.clone(),
+        );
+        let deleted_bytes = Family::<ReasonLabel, Counter>::default();
+        registry.register_with_unit(
+            "object_deleted",
+            "Bytes of data objects deleted from the bucket, by reason",
+            Unit::Bytes,
+            deleted_bytes.clone(),
+        );
+        let orphan_objects = Gauge::default();
+        registry.register(
+            "orphan_objects",
+            "Unreferenced objects older than the orphan grace found by the last orphan sweep (controller or single node)",
+            orphan_objects.clone(),
+        );
+        let orphan_bytes = Gauge::default();
+        registry.register_with_unit(
+            "orphan",
+            "Bytes of the orphans found by the last orphan sweep",
+            Unit::Bytes,
+            orphan_bytes.clone(),
+        );
+        let log_start_moves = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "log_start_moves",
+            "Times a partition's log start offset moved forward, by reason: retention or delete_records",
+            log_start_moves.clone(),
+        );
+        // Each `get_or_create` holds the family's lock until its statement ends: one per statement.
+        let reason = |r: &'static str| ReasonLabel { reason: r };
+        let objects_deleted_dead = deleted.get_or_create(&reason("dead")).clone();
+        let objects_deleted_orphan = deleted.get_or_create(&reason("orphan")).clone();
+        let object_bytes_deleted_dead = deleted_bytes.get_or_create(&reason("dead")).clone();
+        let object_bytes_deleted_orphan = deleted_bytes.get_or_create(&reason("orphan")).clone();
+        let log_start_moves_retention = log_start_moves.get_or_create(&reason("retention")).clone();
+        let log_start_moves_delete_records = log_start_moves
+            .get_or_create(&reason("delete_records"))
+            .clone();
         Metrics {
+            objects_deleted_dead,
+            objects_deleted_orphan,
+            object_bytes_deleted_dead,
+            object_bytes_deleted_orphan,
+            orphan_objects,
+            orphan_bytes,
+            log_start_moves_retention,
+            log_start_moves_delete_records,
             read_cache_hits,
             read_cache_misses,
             clean_failovers,
@@ -308,6 +369,11 @@ pub struct StateCollector {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabel {
     direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

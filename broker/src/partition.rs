@@ -341,6 +341,38 @@ impl PartitionState {
         self.runs.insert(run.first_offset, run);
     }
 
+    /// Raises the log start offset to `offset` (no-op at or below it) and forgets what
+    /// lies wholly below it: runs, and committed tail batches (uncommitted ones stay
+    /// until their object is committed; reads never return them). The caller keeps
+    /// `offset <= high_watermark` for a partition it serves.
+    pub fn truncate_before(&mut self, offset: i64) -> bool {
+        if offset <= self.log_start_offset {
+            return false;
+        }
+        self.log_start_offset = offset;
+        self.forget_below_log_start();
+        true
+    }
+
+    /// Forgets runs and committed tail batches that end below the log start offset.
+    pub fn forget_below_log_start(&mut self) {
+        let start = self.log_start_offset;
+        self.runs.retain(|_, r| r.last_offset >= start);
+        while let Some(b) = self.tail.front() {
+            if !(b.committed && b.last_offset < start) {
+                break;
+            }
+            self.tail_bytes -= b.bytes.len() as u64;
+            self.tail.pop_front();
+        }
+    }
+
+    /// The committed runs still (partly) at or above the log start, in offset order.
+    pub fn live_runs(&self) -> impl Iterator<Item = &RunLocation> {
+        let start = self.log_start_offset;
+        self.runs.values().filter(move |r| r.last_offset >= start)
+    }
+
     /// Drops committed batches from the head of the tail until it holds at most `budget` bytes.
     pub fn evict_tail(&mut self, budget: u64) {
         while self.tail_bytes > budget {
@@ -471,6 +503,46 @@ mod tests {
         }
         st.push_tail(&h, assigned);
         h
+    }
+
+    fn run_at(first: i64, last: i64) -> RunLocation {
+        RunLocation {
+            key: Arc::new(Path::from("data/x")),
+            position: 0,
+            length: 10,
+            first_offset: first,
+            last_offset: last,
+            max_timestamp: last,
+        }
+    }
+
+    #[test]
+    fn truncate_before_forgets_what_lies_below_the_log_start() {
+        let p = partition();
+        let mut st = p.lock();
+        for _ in 0..3 {
+            append(&mut st, &make_batch(2, -1, -1, 0)); // offsets 0-1, 2-3, 4-5
+        }
+        st.advance_high_watermark(6);
+        st.add_run(run_at(0, 1));
+        st.add_run(run_at(2, 3));
+        assert!(st.truncate_before(3));
+        assert_eq!(st.log_start_offset, 3);
+        // The run 0-1 is gone, 2-3 holds offset 3; committed tail 0-1 is gone, the
+        // uncommitted 4-5 stays.
+        assert_eq!(st.runs.keys().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(st.live_runs().count(), 1);
+        let tail: Vec<i64> = st.tail.iter().map(|b| b.base_offset).collect();
+        assert_eq!(tail, vec![2, 4]);
+        assert!(matches!(
+            st.plan_read(2, 1 << 20),
+            Err(BrokerError::OffsetOutOfRange { .. })
+        ));
+        assert!(!st.truncate_before(1), "never moves back");
+        assert_eq!(st.log_start_offset, 3);
+        assert!(st.truncate_before(6));
+        assert!(st.runs.is_empty());
+        assert!(matches!(st.plan_read(6, 1 << 20), Ok(ReadPlan::Empty)));
     }
 
     #[test]

@@ -295,6 +295,11 @@ impl Broker {
             crate::groups::CoordinatorConfig::from_settings(&settings),
         ));
         let group_tasks = groups.start(serving_rx.clone());
+        serving_extra.push(tokio::spawn(crate::lifecycle::run(
+            logs.clone(),
+            member.as_ref().map(|m| m.0.clone()),
+            serving_rx.clone(),
+        )));
         serving_extra.push(tokio::spawn(crate::lag::run(
             logs.clone(),
             lag_snapshot,

@@ -285,6 +285,142 @@ async fn produce_fetch_and_bad_input_get_kafka_error_codes() {
     broker.shutdown().await.unwrap();
 }
 
+fn delete_records_req(topic: &str, partition: i32, offset: i64) -> DeleteRecordsRequest {
+    DeleteRecordsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(partition)
+                        .with_offset(offset),
+                ]),
+        ])
+}
+
+async fn earliest(c: &mut Client, topic: &str) -> i64 {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            list_offsets_request::ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-2),
+                ]),
+        ]);
+    let resp = c.send(7, &req).await;
+    assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+    resp.topics[0].partitions[0].offset
+}
+
+/// DeleteRecords moves the log start: ListOffsets(earliest) follows it, fetches below
+/// it get OFFSET_OUT_OF_RANGE, it survives a restart, and bad offsets and unknown
+/// partitions get Kafka's errors. Once the data is in an object, the object leaves the
+/// bucket after the grace period.
+#[tokio::test]
+async fn delete_records_moves_the_log_start_and_frees_the_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let grace = |a: &mut cirrus_broker::config::SettingsArgs| {
+        a.retention_check_interval = Some(Duration::from_millis(100));
+        a.object_delete_grace = Some(Duration::ZERO);
+    };
+    let broker = start(dir.path(), grace).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "dr", 1).await, 0);
+    for _ in 0..3 {
+        let resp = c.send(9, &produce_req("dr", 0, records(4, None, 1))).await;
+        assert_eq!(produce_result(&resp).0, 0);
+    }
+    let objects_dir = dir.path().join("objects").join("data");
+    let count_objects = || {
+        walk(&objects_dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "obj"))
+            .count()
+    };
+    // Wait for the upload (50 ms flushes), so the records are in objects.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count_objects() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(count_objects() > 0);
+    let resp = c.send(2, &delete_records_req("dr", 0, 5)).await;
+    assert_eq!(
+        (
+            resp.topics[0].partitions[0].error_code,
+            resp.topics[0].partitions[0].low_watermark
+        ),
+        (0, 5)
+    );
+    assert_eq!(earliest(&mut c, "dr").await, 5);
+    let below = c.send(12, &fetch_req("dr", 0, 4, 0)).await;
+    assert_eq!(
+        below.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    let at = c.send(12, &fetch_req("dr", 0, 5, 0)).await;
+    assert_eq!(at.responses[0].partitions[0].error_code, 0);
+    assert_eq!(at.responses[0].partitions[0].log_start_offset, 5);
+    // Never backwards; past the high watermark is out of range; unknown partitions.
+    let back = c.send(2, &delete_records_req("dr", 0, 1)).await;
+    assert_eq!(back.topics[0].partitions[0].low_watermark, 5);
+    let past = c.send(2, &delete_records_req("dr", 0, 13)).await;
+    assert_eq!(
+        past.topics[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    let unknown = c.send(2, &delete_records_req("nope", 0, 1)).await;
+    assert_eq!(
+        unknown.topics[0].partitions[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    // -1: everything up to the high watermark; the objects then leave the bucket.
+    let all = c.send(2, &delete_records_req("dr", 0, -1)).await;
+    assert_eq!(all.topics[0].partitions[0].low_watermark, 12);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count_objects() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        count_objects(),
+        0,
+        "dead objects are deleted after the grace"
+    );
+    broker.shutdown().await.unwrap();
+
+    let broker = start(dir.path(), grace).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    assert_eq!(
+        earliest(&mut c, "dr").await,
+        12,
+        "the log start survives a restart"
+    );
+    let resp = c.send(9, &produce_req("dr", 0, records(1, None, 1))).await;
+    assert_eq!(produce_result(&resp), (0, 12));
+    let at = c.send(12, &fetch_req("dr", 0, 12, 0)).await;
+    assert_eq!(at.responses[0].partitions[0].error_code, 0);
+    broker.shutdown().await.unwrap();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 #[tokio::test]
 async fn idempotent_producer_state_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -478,6 +614,15 @@ async fn every_advertised_version_answers() {
                             .with_topic_names(vec![name(&format!("dt{v}"))])
                     };
                     c.send(v, &req).await.responses[0].error_code == 0
+                }
+                ApiKey::DeleteRecords => {
+                    assert_eq!(create_topic(&mut c, &format!("dr{v}"), 1).await, 0);
+                    let topic = format!("dr{v}");
+                    c.send(9, &produce_req(&topic, 0, records(3, None, 1)))
+                        .await;
+                    let resp = c.send(v, &delete_records_req(&topic, 0, 2)).await;
+                    let p = &resp.topics[0].partitions[0];
+                    p.error_code == 0 && p.low_watermark == 2
                 }
                 ApiKey::CreatePartitions => {
                     assert_eq!(create_topic(&mut c, &format!("cp{v}"), 1).await, 0);

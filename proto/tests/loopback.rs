@@ -130,6 +130,12 @@ impl Admin for Fake {
     ) -> Result<Response<ResetOffsetsResponse>, Status> {
         Err(Status::unimplemented("not part of this test"))
     }
+    async fn get_storage(
+        &self,
+        _: Request<GetStorageRequest>,
+    ) -> Result<Response<GetStorageResponse>, Status> {
+        Err(Status::unimplemented("not part of this test"))
+    }
     type RebalanceStream = ProgressStream;
     async fn rebalance(
         &self,

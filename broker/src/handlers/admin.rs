@@ -484,3 +484,53 @@ pub(super) async fn init_producer_id(
         Err(e) => base.with_error_code(e.code()),
     }
 }
+
+/// DeleteRecords: moves each partition's log start offset up to the given offset (-1:
+/// the high watermark), as its owner; the data below leaves the bucket with the
+/// storage lifecycle (`crate::lifecycle`). OFFSET_OUT_OF_RANGE past the high watermark.
+pub(super) async fn delete_records(
+    ctx: &Arc<Ctx>,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    use kafka_protocol::messages::delete_records_response::{
+        DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+    };
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let answer = |low_watermark: i64, error: i16| {
+                DeleteRecordsPartitionResult::default()
+                    .with_partition_index(p.partition_index)
+                    .with_low_watermark(low_watermark)
+                    .with_error_code(error)
+            };
+            let Ok(partition) = ctx.logs.partition(t.name.as_str(), p.partition_index) else {
+                partitions.push(answer(-1, ResponseError::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            let hwm = partition.lock().high_watermark;
+            let target = if p.offset == -1 { hwm } else { p.offset };
+            if target < 0 || target > hwm {
+                partitions.push(answer(-1, ResponseError::OffsetOutOfRange.code()));
+                continue;
+            }
+            let before = partition.lock().log_start_offset;
+            partitions.push(match ctx.logs.advance_log_start(&partition, target).await {
+                Ok(low) => {
+                    if low > before {
+                        ctx.logs.metrics.log_start_moves_delete_records.inc();
+                    }
+                    answer(low, 0)
+                }
+                Err(e) => answer(-1, e.code()),
+            });
+        }
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions),
+        );
+    }
+    DeleteRecordsResponse::default().with_topics(topics)
+}
