@@ -274,6 +274,20 @@ pub struct SettingsArgs {
     #[arg(long, env = "CIRRUS_ORPHAN_GRACE", value_parser = parse_duration)]
     #[serde(with = "humantime_serde")]
     pub orphan_grace: Option<Duration>,
+    /// How often each broker merges the small runs of its partitions into larger
+    /// per-partition objects (object compaction); 0 = never. [default: 1m]
+    #[arg(long, env = "CIRRUS_COMPACTION_INTERVAL", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub compaction_interval: Option<Duration>,
+    /// Only runs committed at least this long ago are merged, so fresh data is read
+    /// from the objects it was written to while consumers are likely at the head. [default: 10m]
+    #[arg(long, env = "CIRRUS_COMPACTION_MIN_AGE", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub compaction_min_age: Option<Duration>,
+    /// Size of the objects compaction writes; runs at least half this size are left
+    /// alone. At least object_target_bytes. [default: 64MiB]
+    #[arg(long, env = "CIRRUS_COMPACTION_TARGET_BYTES")]
+    pub compaction_target_bytes: Option<ByteSize>,
 }
 
 /// Validated, complete settings.
@@ -319,6 +333,9 @@ pub struct Settings {
     /// Zero when the orphan sweep is off.
     pub orphan_gc_interval: Duration,
     pub orphan_grace: Duration,
+    pub compaction_interval: Duration,
+    pub compaction_min_age: Duration,
+    pub compaction_target_bytes: u64,
 }
 
 /// A setting that is missing, malformed or out of bounds.
@@ -402,7 +419,10 @@ impl SettingsArgs {
             retention_check_interval,
             object_delete_grace,
             orphan_gc_interval,
-            orphan_grace
+            orphan_grace,
+            compaction_interval,
+            compaction_min_age,
+            compaction_target_bytes
         )
     }
 
@@ -626,6 +646,15 @@ impl SettingsArgs {
                 "must be at least 1s and at least 3 × object_delete_grace",
             ));
         }
+        let compaction_interval = self.compaction_interval.unwrap_or(Duration::from_secs(60));
+        let compaction_min_age = self.compaction_min_age.unwrap_or(Duration::from_secs(600));
+        let compaction_target_bytes = self.compaction_target_bytes.map_or(64 << 20, |b| b.0);
+        if !(object_target_bytes..=5 << 30).contains(&compaction_target_bytes) {
+            return Err(invalid(
+                "compaction_target_bytes",
+                "must be at least object_target_bytes and at most 5GiB",
+            ));
+        }
         let object_store_latency = match self.object_store_latency.as_deref() {
             None => None,
             Some(spec) => cirrus_storage::LatencyProfile::parse(spec)
@@ -678,6 +707,9 @@ impl SettingsArgs {
             object_delete_grace,
             orphan_gc_interval,
             orphan_grace,
+            compaction_interval,
+            compaction_min_age,
+            compaction_target_bytes,
         })
     }
 }

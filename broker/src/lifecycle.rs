@@ -268,6 +268,192 @@ pub async fn sweep_orphans(
     Ok(report)
 }
 
+/// One committed run, as object compaction sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionCandidate {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub bytes: u64,
+    pub committed_ms: i64,
+    pub leader_epoch: i32,
+    /// In an object of this broker's writer (whose deletion this broker decides).
+    pub own: bool,
+}
+
+/// Which runs to merge: maximal stretches of adjacent runs (contiguous offsets, same
+/// leader epoch) that are this writer's, smaller than half the target and committed at
+/// least `min_age_ms` ago, cut so that each merged run stays within `target` bytes.
+/// Only stretches of two or more runs are worth a rewrite. `runs` are in offset order.
+pub fn plan_compaction(
+    runs: &[CompactionCandidate],
+    now_ms: i64,
+    min_age_ms: i64,
+    target: u64,
+) -> Vec<std::ops::Range<usize>> {
+    let small = |r: &CompactionCandidate| {
+        r.own && r.bytes < target / 2 && r.committed_ms <= now_ms.saturating_sub(min_age_ms)
+    };
+    let mut groups = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    let close = |groups: &mut Vec<std::ops::Range<usize>>, start: usize, end: usize| {
+        if end - start >= 2 {
+            groups.push(start..end);
+        }
+    };
+    for (i, run) in runs.iter().enumerate() {
+        let joins = i > start
+            && small(run)
+            && runs[i - 1].last_offset + 1 == run.first_offset
+            && runs[i - 1].leader_epoch == run.leader_epoch
+            && bytes + run.bytes <= target;
+        if joins {
+            bytes += run.bytes;
+            continue;
+        }
+        close(&mut groups, start, i);
+        start = if small(run) { i } else { i + 1 };
+        bytes = if small(run) { run.bytes } else { 0 };
+    }
+    close(&mut groups, start.min(runs.len()), runs.len());
+    groups
+}
+
+/// What one round of object compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionStats {
+    pub objects: u64,
+    pub runs_merged: u64,
+    pub bytes: u64,
+}
+
+/// How long a rewrite may wait for its commit before the round gives up on it.
+const REWRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Merges small runs of the partitions this broker serves into per-partition objects
+/// (at most four target sizes per round: the backpressure on the bucket).
+pub async fn compact_objects(logs: &LogManager) -> CompactionStats {
+    let settings = &logs.settings;
+    let target = settings.compaction_target_bytes;
+    let own = logs.own_object_keys();
+    let now = now_ms();
+    let min_age = settings.compaction_min_age.as_millis() as i64;
+    let mut budget = target.saturating_mul(4);
+    let mut stats = CompactionStats::default();
+    for name in logs.topic_names() {
+        let Some(topic) = logs.get_topic(&name) else {
+            continue;
+        };
+        for p in &topic.partitions {
+            let (runs, plan) = {
+                let st = p.lock();
+                if !st.owned || st.releasing || st.deleted {
+                    continue;
+                }
+                let runs: Vec<crate::partition::RunLocation> = st.live_runs().cloned().collect();
+                let candidates: Vec<CompactionCandidate> = runs
+                    .iter()
+                    .map(|r| CompactionCandidate {
+                        first_offset: r.first_offset,
+                        last_offset: r.last_offset,
+                        bytes: r.length,
+                        committed_ms: r.committed_ms,
+                        leader_epoch: r.leader_epoch,
+                        own: own.contains(r.key.as_ref().as_ref()),
+                    })
+                    .collect();
+                let plan = plan_compaction(&candidates, now, min_age, target);
+                (runs, plan)
+            };
+            for group in plan {
+                let group = &runs[group];
+                let bytes: u64 = group.iter().map(|r| r.length).sum();
+                if bytes > budget {
+                    return stats;
+                }
+                budget -= bytes;
+                match rewrite_runs(logs, p, group).await {
+                    Ok(true) => {
+                        stats.objects += 1;
+                        stats.runs_merged += group.len() as u64;
+                        stats.bytes += bytes;
+                        logs.metrics.compaction_objects.inc();
+                        logs.metrics
+                            .compaction_runs_merged
+                            .inc_by(group.len() as u64);
+                        logs.metrics.compaction_bytes.inc_by(bytes);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "object compaction failed; retrying next round")
+                    }
+                }
+            }
+        }
+    }
+    if stats.objects > 0 {
+        tracing::info!(
+            objects = stats.objects,
+            runs = stats.runs_merged,
+            bytes = stats.bytes,
+            "object compaction merged runs"
+        );
+    }
+    stats
+}
+
+/// Copies the batches of adjacent runs into one new object and commits it through the
+/// upload pipeline; true once committed, false if it was dropped (ownership changed).
+async fn rewrite_runs(
+    logs: &LogManager,
+    partition: &crate::partition::Partition,
+    runs: &[crate::partition::RunLocation],
+) -> Result<bool, String> {
+    let (Some(first), Some(last)) = (runs.first(), runs.last()) else {
+        return Ok(false);
+    };
+    let mut batches = Vec::new();
+    let mut next = first.first_offset;
+    for run in runs {
+        let bytes = logs
+            .storage
+            .read_range(&run.key, run.position, run.length)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut seen = 0u64;
+        for (header, batch) in crate::batch::iter_batches(&bytes) {
+            if header.base_offset != next {
+                return Err(format!(
+                    "{}: batch at offset {} where {next} was expected",
+                    run.key, header.base_offset
+                ));
+            }
+            next = header.last_offset() + 1;
+            seen += batch.len() as u64;
+            batches.push((header, batch));
+        }
+        if seen != run.length {
+            return Err(format!("{}: the run does not hold whole batches", run.key));
+        }
+    }
+    if next != last.last_offset + 1 {
+        return Err(format!(
+            "the runs end at {} but their batches at {}",
+            last.last_offset,
+            next - 1
+        ));
+    }
+    let done = logs
+        .uploader
+        .submit_rewrite(partition.stream_id, first.leader_epoch, &batches)
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(REWRITE_TIMEOUT, done).await {
+        Ok(Ok(committed)) => Ok(committed),
+        Ok(Err(_)) => Ok(false), // the pipeline stopped
+        Err(_) => Err("the rewrite was not committed in time".to_string()),
+    }
+}
+
 /// The lifecycle loop; see the module docs. Runs until `shutdown` turns true.
 pub async fn run(
     logs: Arc<LogManager>,
@@ -278,6 +464,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(settings.retention_check_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_orphan_sweep = tokio::time::Instant::now();
+    let mut last_compaction = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -285,6 +472,14 @@ pub async fn run(
         }
         let round = async {
             apply_retention(&logs).await;
+            if !settings.compaction_interval.is_zero()
+                && last_compaction.elapsed() >= settings.compaction_interval
+            {
+                last_compaction = tokio::time::Instant::now();
+                compact_objects(&logs).await;
+            } else {
+                logs.own_object_keys(); // keeps the index gauges current
+            }
             logs.collect_dead_objects();
             if let Err(e) = logs.delete_dead_objects(settings.object_delete_grace).await {
                 tracing::warn!(error = %e, "deleting dead objects failed; retrying next round");
@@ -354,6 +549,64 @@ mod tests {
         assert!(
             RetentionPolicy::from_configs(&c(&[("cleanup.policy", "compact,delete")])).is_some()
         );
+    }
+
+    #[test]
+    fn compaction_merges_small_old_adjacent_runs_of_this_writer() {
+        let c = |first: i64, last: i64, bytes: u64, committed_ms: i64| CompactionCandidate {
+            first_offset: first,
+            last_offset: last,
+            bytes,
+            committed_ms,
+            leader_epoch: 0,
+            own: true,
+        };
+        let target = 1_000;
+        // Four small old runs: one group.
+        let runs = [
+            c(0, 9, 100, 0),
+            c(10, 19, 100, 0),
+            c(20, 29, 100, 0),
+            c(30, 39, 100, 0),
+        ];
+        assert_eq!(plan_compaction(&runs, 10_000, 1_000, target), vec![0..4]);
+        // Too young: nothing.
+        assert!(plan_compaction(&runs, 500, 1_000, target).is_empty());
+        // A large run (>= target / 2), another writer's run, a new epoch, a gap and the
+        // target size all cut the stretch; lone runs stay as they are.
+        let mixed = [
+            c(0, 9, 100, 0),
+            c(10, 19, 100, 0),
+            c(20, 29, 600, 0), // large
+            c(30, 39, 100, 0),
+            c(40, 49, 100, 0),
+            CompactionCandidate {
+                own: false,
+                ..c(50, 59, 100, 0)
+            },
+            c(60, 69, 100, 0),
+            CompactionCandidate {
+                leader_epoch: 1,
+                ..c(70, 79, 100, 0)
+            },
+            CompactionCandidate {
+                leader_epoch: 1,
+                ..c(80, 89, 100, 0)
+            },
+            c(95, 99, 100, 0), // gap before it
+            c(100, 109, 100, 0),
+            c(110, 119, 100, 9_500), // young
+        ];
+        assert_eq!(
+            plan_compaction(&mixed, 10_000, 1_000, target),
+            vec![0..2, 3..5, 7..9, 9..11]
+        );
+        // The target bounds a group: a third run of 300 would make 900 > 800.
+        let three = [c(0, 9, 300, 0), c(10, 19, 300, 0), c(20, 29, 300, 0)];
+        assert_eq!(plan_compaction(&three, 10_000, 0, 800), vec![0..2]);
+        let four = [three[0], three[1], three[2], c(30, 39, 300, 0)];
+        assert_eq!(plan_compaction(&four, 10_000, 0, 800), vec![0..2, 2..4]);
+        assert!(plan_compaction(&[], 0, 0, 800).is_empty());
     }
 
     #[test]

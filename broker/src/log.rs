@@ -284,14 +284,16 @@ impl LogManager {
         }
         let wanted: std::collections::HashSet<u64> =
             targets.iter().map(|(p, _)| p.stream_id).collect();
-        let mut runs: HashMap<u64, Vec<(Arc<object_store::path::Path>, RunRecord)>> =
-            HashMap::new();
+        type Found = (Arc<object_store::path::Path>, i64, RunRecord);
+        let mut runs: HashMap<u64, Vec<Found>> = HashMap::new();
         let mut collect = |object: &ObjectRecord| {
             let key = Arc::new(object_store::path::Path::from(object.key.as_str()));
             for run in object.runs.iter().filter(|r| wanted.contains(&r.stream_id)) {
-                runs.entry(run.stream_id)
-                    .or_default()
-                    .push((key.clone(), run.clone()));
+                runs.entry(run.stream_id).or_default().push((
+                    key.clone(),
+                    object.committed_ms,
+                    run.clone(),
+                ));
             }
         };
         let mut referenced = std::collections::HashSet::new();
@@ -311,7 +313,15 @@ impl LogManager {
         let budget = self.tail_budget_per_partition(read(&self.streams).len());
         for (p, epoch) in targets {
             let mut found = runs.remove(&p.stream_id).unwrap_or_default();
-            found.sort_by_key(|(_, r)| r.first_offset);
+            // Longest (then newest) first among equal starts: a rewritten run before the
+            // runs it replaced.
+            found.sort_by_key(|(_, committed_ms, r)| {
+                (
+                    r.first_offset,
+                    std::cmp::Reverse(r.last_offset),
+                    std::cmp::Reverse(*committed_ms),
+                )
+            });
             let mut st = p.lock();
             let mut fresh = PartitionState::fresh(
                 *epoch,
@@ -320,10 +330,16 @@ impl LogManager {
                 st.max_message_bytes,
             );
             fresh.epochs.clear();
-            for (key, run) in &found {
+            for (key, committed_ms, run) in &found {
                 if run.last_offset < fresh.committed_end {
-                    tracing::error!(topic = %p.topic, partition = p.index, first = run.first_offset,
-                        "overlapping committed runs in the index; keeping the first");
+                    // Within a run already loaded (sorted by first offset, longest first):
+                    // the original of a rewritten run, or a partial overlap (never written).
+                    if !fresh.runs.values().any(|r| {
+                        r.first_offset <= run.first_offset && run.last_offset <= r.last_offset
+                    }) {
+                        tracing::error!(topic = %p.topic, partition = p.index, first = run.first_offset,
+                            "overlapping committed runs in the index; keeping the first");
+                    }
                     continue;
                 }
                 if fresh
@@ -340,6 +356,8 @@ impl LogManager {
                     first_offset: run.first_offset,
                     last_offset: run.last_offset,
                     max_timestamp: run.max_timestamp,
+                    leader_epoch: run.leader_epoch,
+                    committed_ms: *committed_ms,
                 });
                 let mut producers: Vec<&cirrus_controller::ProducerRecord> =
                     run.producers.iter().collect();
@@ -392,10 +410,14 @@ impl LogManager {
         }
         let through = self.uploader.highest_pushed();
         self.uploader.request_seal();
-        matches!(
-            tokio::time::timeout(timeout, self.uploader.wait_committed(through)).await,
-            Ok(true)
-        )
+        // Rewrites in flight either commit before the handover or are dropped (their
+        // partitions are releasing now): none lands under the new owner.
+        let settled = async {
+            let committed = self.uploader.wait_committed(through).await;
+            self.uploader.rewrites_idle().await;
+            committed
+        };
+        matches!(tokio::time::timeout(timeout, settled).await, Ok(true))
     }
 
     /// Cancels a handover: the partitions take writes again.
@@ -540,6 +562,8 @@ impl LogManager {
                 first_offset: run.first_offset,
                 last_offset: run.last_offset,
                 max_timestamp: run.max_timestamp,
+                leader_epoch: run.leader_epoch,
+                committed_ms: object.committed_ms,
             });
             // DeleteRecords may have moved the log start past data still in the WAL.
             st.forget_below_log_start();
@@ -1124,10 +1148,18 @@ impl LogManager {
         self: Arc<Self>,
         mut upload_rx: mpsc::Receiver<(SealedObject, tokio::task::JoinHandle<()>)>,
     ) {
-        while let Some((sealed, upload)) = upload_rx.recv().await {
+        while let Some((mut sealed, upload)) = upload_rx.recv().await {
             if upload.await.is_err() {
                 tracing::error!(key = %sealed.key, "upload task panicked; stopping the commit pipeline");
                 return;
+            }
+            if sealed.rewrite.is_some() && !self.may_commit_rewrite(&sealed) {
+                // The partition is being handed over (or is gone): the new owner must not
+                // see runs appear under it. The copy is referenced by nothing.
+                tracing::info!(key = %sealed.key, "dropping a rewrite: its partition changed hands");
+                let _ = self.storage.delete(&sealed.key).await;
+                self.uploader.finish_rewrite(&mut sealed, false);
+                continue;
             }
             let record = ObjectRecord {
                 seq: sealed.seq,
@@ -1145,7 +1177,11 @@ impl LogManager {
             // again long before that.
             let refresh_after = self.settings.orphan_grace / 3;
             let mut uploaded = std::time::Instant::now();
-            crate::lifecycle::fault_point("upload.before_commit");
+            crate::lifecycle::fault_point(if sealed.rewrite.is_some() {
+                "compaction.before_commit"
+            } else {
+                "upload.before_commit"
+            });
             let committed = retry_forever("commit object", || {
                 let (meta, record, fence) = (self.meta.clone(), record.clone(), fence.clone());
                 let refresh = uploaded.elapsed() >= refresh_after;
@@ -1194,6 +1230,10 @@ impl LogManager {
             self.last_committed_seq
                 .fetch_max(sealed.seq, std::sync::atomic::Ordering::AcqRel);
             let through = self.uploader.mark_committed(&sealed);
+            if sealed.rewrite.is_some() {
+                self.uploader.finish_rewrite(&mut sealed, true);
+                crate::lifecycle::fault_point("compaction.after_commit");
+            }
             // Trimming unlinks segment files, which can block: keep it off the runtime.
             let wal = self.wal.clone();
             let trimmed = tokio::task::spawn_blocking(move || wal.trim(Lsn(through))).await;
@@ -1207,6 +1247,18 @@ impl LogManager {
                 tracing::warn!(error = %e, "index checkpoint failed; will retry later");
             }
         }
+    }
+
+    /// Whether a rewrite may still be committed: every partition in it is served here
+    /// and not being handed over.
+    fn may_commit_rewrite(&self, sealed: &crate::uploader::SealedObject) -> bool {
+        let streams = read(&self.streams);
+        sealed.object.index.iter().all(|run| {
+            streams.get(&run.stream_id).is_some_and(|p| {
+                let st = p.lock();
+                st.owned && !st.releasing && !st.deleted
+            })
+        })
     }
 
     /// Writes every live object record into one blob in the bucket and replaces the
@@ -1301,24 +1353,40 @@ impl LogManager {
         Ok(st.log_start_offset)
     }
 
-    /// Moves this writer's objects whose every run is deleted (their topic is gone, or
-    /// the run ends below its partition's log start) from the live set, which the next
-    /// checkpoint writes, to the dead list. Returns how many it moved.
+    /// Moves this writer's objects whose every run is deleted (their topic is gone, the
+    /// run ends below its partition's log start, or a rewrite of this writer covers it)
+    /// from the live set, which the next checkpoint writes, to the dead list. Returns how
+    /// many it moved.
     pub fn collect_dead_objects(&self) -> u64 {
         let streams = read(&self.streams);
-        let dead_run = |r: &RunRecord| match streams.get(&r.stream_id) {
-            None => true,
-            Some(p) => r.last_offset < p.lock().log_start_offset,
-        };
         let now = std::time::Instant::now();
+        // Never an object that a served partition still reads from (belt and braces: a
+        // rewrite replaces the runs it covers before its originals can die here).
+        let in_use: std::collections::HashSet<String> = streams
+            .values()
+            .flat_map(|p| {
+                let st = p.lock();
+                st.live_runs()
+                    .map(|r| r.key.to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let mut live = lock(&self.live_objects);
+        let superseded = superseded_runs(&live);
+        let dead_run = |seq: u64, r: &RunRecord| {
+            superseded.contains(&(seq, r.stream_id))
+                || match streams.get(&r.stream_id) {
+                    None => true,
+                    Some(p) => r.last_offset < p.lock().log_start_offset,
+                }
+        };
         let snapshot = self
             .checkpoint_snapshots
             .load(std::sync::atomic::Ordering::Acquire);
         let before = live.len();
         let mut died = Vec::new();
         live.retain(|o| {
-            let dead = o.runs.iter().all(&dead_run);
+            let dead = o.runs.iter().all(|r| dead_run(o.seq, r)) && !in_use.contains(&o.key);
             if dead {
                 died.push(DeadObject {
                     seq: o.seq,
@@ -1445,6 +1513,25 @@ impl LogManager {
             }
         }
         Ok(usage)
+    }
+
+    /// Keys of the live objects of this broker's writer (object compaction only merges
+    /// runs whose deletion this writer decides), and updates the index gauges.
+    pub fn own_object_keys(&self) -> std::collections::HashSet<String> {
+        let keys: std::collections::HashSet<String> = lock(&self.live_objects)
+            .iter()
+            .map(|o| o.key.clone())
+            .collect();
+        self.metrics.index_objects.set(keys.len() as i64);
+        let runs: usize = read(&self.streams)
+            .values()
+            .map(|p| {
+                let st = p.lock();
+                if st.owned { st.runs.len() } else { 0 }
+            })
+            .sum();
+        self.metrics.index_runs.set(runs as i64);
+        keys
     }
 
     /// Every partition this broker knows, by stream id.
@@ -1622,10 +1709,77 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The runs (object seq, stream) of `objects` that another run of the same stream
+/// covers: a larger one, or an equal one in a later object. What object compaction
+/// rewrote; their copies in the rewrite serve every read.
+fn superseded_runs(objects: &[ObjectRecord]) -> std::collections::HashSet<(u64, u64)> {
+    let mut by_stream: HashMap<u64, Vec<(i64, i64, u64)>> = HashMap::new();
+    for o in objects {
+        for r in &o.runs {
+            by_stream
+                .entry(r.stream_id)
+                .or_default()
+                .push((r.first_offset, r.last_offset, o.seq));
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    for (stream, mut runs) in by_stream {
+        // By first offset, longest first, newest first: a run is covered iff the run
+        // reaching furthest among those sorted before it reaches its end.
+        runs.sort_by_key(|&(first, last, seq)| {
+            (first, std::cmp::Reverse(last), std::cmp::Reverse(seq))
+        });
+        let mut furthest: Option<i64> = None;
+        for (_, last, seq) in runs {
+            if furthest.is_some_and(|end| last <= end) {
+                out.insert((seq, stream));
+            }
+            furthest = Some(furthest.map_or(last, |end| end.max(last)));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::batch::tests::make_batch;
+
+    #[test]
+    fn rewritten_runs_supersede_the_runs_they_cover() {
+        let run = |stream_id: u64, first_offset: i64, last_offset: i64| RunRecord {
+            stream_id,
+            first_offset,
+            last_offset,
+            max_timestamp: 0,
+            position: 0,
+            length: 1,
+            leader_epoch: 0,
+            producers: Vec::new(),
+        };
+        let object = |seq: u64, runs: Vec<RunRecord>| ObjectRecord {
+            seq,
+            key: format!("data/{seq}"),
+            size: 1,
+            writer: "w".into(),
+            committed_ms: 0,
+            runs,
+        };
+        let objects = [
+            object(1, vec![run(7, 0, 9), run(8, 0, 4)]),
+            object(2, vec![run(7, 10, 19), run(8, 5, 9)]),
+            object(3, vec![run(7, 20, 29)]),
+            object(4, vec![run(7, 0, 19)]), // rewrite of 7's first two runs
+            object(5, vec![run(8, 0, 9)]),  // rewrite of all of 8
+            object(6, vec![run(8, 0, 9)]),  // the same range again: the newer wins
+            object(7, vec![run(7, 15, 25)]), // partial overlap: covers nothing
+        ];
+        let got = superseded_runs(&objects);
+        let want: std::collections::HashSet<(u64, u64)> = [(1, 7), (1, 8), (2, 7), (2, 8), (5, 8)]
+            .into_iter()
+            .collect();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn wal_batch_payload_round_trips() {

@@ -81,6 +81,14 @@ pub struct Metrics {
     pub orphan_objects: Gauge,
     pub orphan_bytes: Gauge,
     pub log_start_moves_retention: Counter,
+    /// Object compaction: objects written, runs merged into them, bytes rewritten; and
+    /// the size of the index it keeps bounded (runs of the partitions served here, live
+    /// objects of this broker's writer).
+    pub compaction_objects: Counter,
+    pub compaction_runs_merged: Counter,
+    pub compaction_bytes: Counter,
+    pub index_runs: Gauge,
+    pub index_objects: Gauge,
     pub log_start_moves_delete_records: Counter,
     /// Bytes produced and fetched over all topics (not exported; see TopicCounters).
     pub total_in: Counter,
@@ -275,6 +283,37 @@ impl Metrics {
             "Times a partition's log start offset moved forward, by reason: retention or delete_records",
             log_start_moves.clone(),
         );
+        let compaction_objects = Counter::default();
+        registry.register(
+            "compaction_objects",
+            "Per-partition objects written by object compaction",
+            compaction_objects.clone(),
+        );
+        let compaction_runs_merged = Counter::default();
+        registry.register(
+            "compaction_runs_merged",
+            "Runs merged by object compaction (each leaves the index, replaced by a larger one)",
+            compaction_runs_merged.clone(),
+        );
+        let compaction_bytes = Counter::default();
+        registry.register_with_unit(
+            "compaction",
+            "Bytes of runs rewritten by object compaction",
+            Unit::Bytes,
+            compaction_bytes.clone(),
+        );
+        let index_runs = Gauge::default();
+        registry.register(
+            "index_runs",
+            "Committed runs in the index of the partitions this broker serves",
+            index_runs.clone(),
+        );
+        let index_objects = Gauge::default();
+        registry.register(
+            "index_objects",
+            "Live objects in this broker's own index (what its checkpoint lists)",
+            index_objects.clone(),
+        );
         // Each `get_or_create` holds the family's lock until its statement ends: one per statement.
         let reason = |r: &'static str| ReasonLabel { reason: r };
         let objects_deleted_dead = deleted.get_or_create(&reason("dead")).clone();
@@ -294,6 +333,11 @@ impl Metrics {
             orphan_bytes,
             log_start_moves_retention,
             log_start_moves_delete_records,
+            compaction_objects,
+            compaction_runs_merged,
+            compaction_bytes,
+            index_runs,
+            index_objects,
             read_cache_hits,
             read_cache_misses,
             clean_failovers,

@@ -5,7 +5,8 @@
 //! - `log_start_offset <= high_watermark <= next_offset`; offsets in `[committed_end,
 //!   next_offset)` live only in the tail (and the WAL); offsets below `committed_end`
 //!   live in object runs (and possibly still in the tail, until evicted).
-//! - Tail batches and runs are in offset order and contiguous.
+//! - Tail batches and runs are in offset order and contiguous. A rewritten run (object
+//!   compaction) replaces the runs within its offsets; a run within another is dropped.
 //! - The high watermark only moves forward and always sits on a batch boundary.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -31,6 +32,17 @@ pub struct RunLocation {
     pub first_offset: i64,
     pub last_offset: i64,
     pub max_timestamp: i64,
+    /// Leader epoch the run's batches were written under.
+    pub leader_epoch: i32,
+    /// When the object holding the run was committed (ms since the Unix epoch).
+    pub committed_ms: i64,
+}
+
+impl RunLocation {
+    /// Whether this run's offsets lie within `other`'s.
+    pub fn within(&self, other: &RunLocation) -> bool {
+        other.first_offset <= self.first_offset && self.last_offset <= other.last_offset
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -323,9 +335,31 @@ impl PartitionState {
     }
 
     /// Adds a committed run to the index; marks the tail batches it covers as committed.
+    /// A run below `committed_end` is a rewrite of committed data (object compaction):
+    /// it replaces the runs within its offsets (the newer copy wins an exact tie, as in
+    /// dead-object collection), unless a larger run already covers it (an older copy).
     pub fn add_run(&mut self, run: RunLocation) {
         if run.last_offset < self.committed_end {
-            return; // already known (a replayed commit)
+            let same_range = |r: &RunLocation| {
+                r.first_offset == run.first_offset && r.last_offset == run.last_offset
+            };
+            let partial = |r: &RunLocation| {
+                r.first_offset <= run.last_offset
+                    && run.first_offset <= r.last_offset
+                    && !r.within(&run)
+                    && !run.within(r)
+            };
+            // Partial overlaps are never written (rewrites merge whole runs): keep what is known.
+            if self
+                .runs
+                .values()
+                .any(|r| (run.within(r) && !same_range(r)) || partial(r))
+            {
+                return;
+            }
+            self.runs.retain(|_, r| !r.within(&run));
+            self.runs.insert(run.first_offset, run);
+            return;
         }
         self.committed_end = run.last_offset + 1;
         for b in self.tail.iter_mut() {
@@ -513,6 +547,52 @@ mod tests {
             first_offset: first,
             last_offset: last,
             max_timestamp: last,
+            leader_epoch: 0,
+            committed_ms: 0,
+        }
+    }
+
+    #[test]
+    fn rewritten_runs_replace_the_runs_within_them() {
+        let p = partition();
+        let mut st = p.lock();
+        for (first, last) in [(0, 9), (10, 19), (20, 29), (30, 39)] {
+            st.add_run(run_at(first, last));
+        }
+        let keys = |st: &PartitionState| -> Vec<(i64, i64, String)> {
+            st.runs
+                .values()
+                .map(|r| (r.first_offset, r.last_offset, r.key.to_string()))
+                .collect()
+        };
+        let merged = |first, last, key: &str| RunLocation {
+            key: Arc::new(Path::from(key)),
+            ..run_at(first, last)
+        };
+        st.add_run(merged(10, 29, "data/m1"));
+        assert_eq!(
+            keys(&st),
+            [
+                (0, 9, "data/x".to_string()),
+                (10, 29, "data/m1".to_string()),
+                (30, 39, "data/x".to_string())
+            ]
+        );
+        assert_eq!(
+            st.committed_end, 40,
+            "a rewrite never moves the committed end"
+        );
+        // An older copy inside a known run is ignored; an exact tie goes to the newer.
+        st.add_run(merged(10, 19, "data/old"));
+        assert_eq!(keys(&st)[1], (10, 29, "data/m1".to_string()));
+        st.add_run(merged(10, 29, "data/again"));
+        assert_eq!(keys(&st)[1], (10, 29, "data/again".to_string()));
+        // A larger rewrite swallows the earlier one.
+        st.add_run(merged(0, 39, "data/m2"));
+        assert_eq!(keys(&st), [(0, 39, "data/m2".to_string())]);
+        match st.plan_read(25, 1 << 20).unwrap() {
+            ReadPlan::Object(r) => assert_eq!(r.key.to_string(), "data/m2"),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -638,6 +718,8 @@ mod tests {
             length: 10,
             first_offset: 0,
             last_offset: 2,
+            leader_epoch: 0,
+            committed_ms: 0,
             max_timestamp: 1,
         });
         st.evict_tail(0);

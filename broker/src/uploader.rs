@@ -7,6 +7,12 @@
 //! (at most [`MAX_UPLOADS_IN_FLIGHT`]) but committed strictly in seal order. The WAL is
 //! trimmed through the highest LSN below which every LSN is committed, so a crash at
 //! any point leaves every uncommitted record in the WAL.
+//!
+//! Rewrites (object compaction) go through the same pipeline: the sealer numbers them
+//! in the same sequence as WAL objects, so commits stay in seq order (a checkpoint
+//! through seq N never misses an object below N). They carry no LSN; the commit loop
+//! re-checks ownership before committing one, and a handover waits for the rewrites in
+//! flight ([`Uploader::rewrites_idle`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -40,6 +46,33 @@ struct RunExtra {
     producers: HashMap<i64, VecDeque<ProducerRecord>>,
 }
 
+impl RunExtra {
+    /// Remembers an idempotent producer's batch (the last few per producer).
+    fn record(&mut self, header: &BatchHeader) {
+        if !header.is_idempotent() {
+            return;
+        }
+        let window = self.producers.entry(header.producer_id).or_default();
+        if window
+            .back()
+            .is_some_and(|p| p.producer_epoch != header.producer_epoch)
+        {
+            window.clear();
+        }
+        window.push_back(ProducerRecord {
+            producer_id: header.producer_id,
+            producer_epoch: header.producer_epoch,
+            first_sequence: header.base_sequence,
+            last_sequence: header.last_sequence(),
+            last_offset: header.last_offset(),
+            last_timestamp: header.max_timestamp,
+        });
+        while window.len() > crate::partition::PRODUCER_BATCH_WINDOW {
+            window.pop_front();
+        }
+    }
+}
+
 /// A sealed object on its way to the bucket.
 #[derive(Debug)]
 pub struct SealedObject {
@@ -48,6 +81,23 @@ pub struct SealedObject {
     pub object: EncodedObject,
     runs: HashMap<u64, RunExtra>,
     pub lsns: Vec<u64>,
+    /// Set for a rewrite: told whether it was committed.
+    pub rewrite: Option<tokio::sync::oneshot::Sender<bool>>,
+}
+
+/// A rewritten run waiting for the sealer to number it.
+#[derive(Debug)]
+struct PendingRewrite {
+    object: EncodedObject,
+    runs: HashMap<u64, RunExtra>,
+    done: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// Why a rewrite could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    #[error("the batches of a rewrite are not in offset order: {0}")]
+    Order(String),
 }
 
 impl SealedObject {
@@ -102,6 +152,9 @@ pub struct Uploader {
     writer: String,
     next_seq: Mutex<u64>,
     stats: Mutex<UploaderStats>,
+    rewrites: Mutex<VecDeque<PendingRewrite>>,
+    /// Rewrites submitted and not yet committed or dropped.
+    rewrites_in_flight: watch::Sender<usize>,
 }
 
 impl Uploader {
@@ -118,7 +171,66 @@ impl Uploader {
             writer,
             next_seq: Mutex::new(next_seq),
             stats: Mutex::new(UploaderStats::default()),
+            rewrites: Mutex::new(VecDeque::new()),
+            rewrites_in_flight: watch::channel(0).0,
         }
+    }
+
+    /// Queues one partition's committed batches, rewritten into an object of their own
+    /// (object compaction). The receiver says whether the object was committed.
+    pub fn submit_rewrite(
+        &self,
+        stream_id: u64,
+        leader_epoch: i32,
+        batches: &[(BatchHeader, Bytes)],
+    ) -> Result<tokio::sync::oneshot::Receiver<bool>, RewriteError> {
+        let mut builder = ObjectBuilder::new();
+        let mut extra = RunExtra {
+            leader_epoch,
+            ..RunExtra::default()
+        };
+        for (header, bytes) in batches {
+            builder
+                .push(
+                    stream_id,
+                    header.base_offset,
+                    header.last_offset(),
+                    header.max_timestamp,
+                    bytes.clone(),
+                )
+                .map_err(|e| RewriteError::Order(e.to_string()))?;
+            extra.record(header);
+        }
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.rewrites_in_flight.send_modify(|n| *n += 1);
+        lock(&self.rewrites).push_back(PendingRewrite {
+            object: builder.finish(),
+            runs: HashMap::from([(stream_id, extra)]),
+            done,
+        });
+        self.wake.notify_one();
+        Ok(rx)
+    }
+
+    /// Reports a rewrite committed or dropped (by the commit loop).
+    pub fn finish_rewrite(&self, sealed: &mut SealedObject, committed: bool) {
+        if let Some(done) = sealed.rewrite.take() {
+            let _ = done.send(committed);
+            self.rewrites_in_flight
+                .send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+
+    /// Waits until no rewrite is in flight (a handover, so that none commits after it).
+    pub async fn rewrites_idle(&self) {
+        let mut rx = self.rewrites_in_flight.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// Numbers the next queued rewrite.
+    fn seal_rewrite(&self) -> Option<SealedObject> {
+        let pending = lock(&self.rewrites).pop_front()?;
+        Some(self.number(pending.object, pending.runs, Vec::new(), Some(pending.done)))
     }
 
     /// Adds one WAL record's batch to the open object. Call under the partition's lock.
@@ -152,26 +264,7 @@ impl Uploader {
         open.lsns.push(lsn);
         let run = open.runs.entry(stream_id).or_default();
         run.leader_epoch = leader_epoch;
-        if header.is_idempotent() {
-            let window = run.producers.entry(header.producer_id).or_default();
-            if window
-                .back()
-                .is_some_and(|p| p.producer_epoch != header.producer_epoch)
-            {
-                window.clear();
-            }
-            window.push_back(ProducerRecord {
-                producer_id: header.producer_id,
-                producer_epoch: header.producer_epoch,
-                first_sequence: header.base_sequence,
-                last_sequence: header.last_sequence(),
-                last_offset: header.last_offset(),
-                last_timestamp: header.max_timestamp,
-            });
-            while window.len() > crate::partition::PRODUCER_BATCH_WINDOW {
-                window.pop_front();
-            }
-        }
+        run.record(header);
         if was_empty {
             open.opened_at = Some(Instant::now());
             self.wake.notify_one();
@@ -237,19 +330,31 @@ impl Uploader {
         }
         let taken = std::mem::take(&mut *open);
         drop(open);
+        Some(self.number(taken.builder.finish(), taken.runs, taken.lsns, None))
+    }
+
+    /// Gives a sealed object the next seq of this writer, and its key.
+    fn number(
+        &self,
+        object: EncodedObject,
+        runs: HashMap<u64, RunExtra>,
+        lsns: Vec<u64>,
+        rewrite: Option<tokio::sync::oneshot::Sender<bool>>,
+    ) -> SealedObject {
         let seq = {
             let mut s = lock(&self.next_seq);
             let seq = *s;
             *s += 1;
             seq
         };
-        Some(SealedObject {
+        SealedObject {
             seq,
             key: ObjectStorage::data_object_key(&self.writer, seq),
-            object: taken.builder.finish(),
-            runs: taken.runs,
-            lsns: taken.lsns,
-        })
+            object,
+            runs,
+            lsns,
+            rewrite,
+        }
     }
 
     /// When the open object becomes due, if it is not empty.
@@ -318,6 +423,12 @@ impl Uploader {
             if *shutdown.borrow() {
                 break;
             }
+            if let Some(sealed) = self.seal_rewrite() {
+                if sealed_tx.send(sealed).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             if let Some(sealed) = self.seal_if_due(false) {
                 if sealed_tx.send(sealed).await.is_err() {
                     return;
@@ -340,6 +451,13 @@ impl Uploader {
                     }
                 }
             }
+        }
+        // Queued rewrites are dropped (their data stays in the objects they copy).
+        let dropped: Vec<PendingRewrite> = lock(&self.rewrites).drain(..).collect();
+        for pending in dropped {
+            let _ = pending.done.send(false);
+            self.rewrites_in_flight
+                .send_modify(|n| *n = n.saturating_sub(1));
         }
         // Final flush: everything pushed before shutdown goes into one last object.
         if let Some(sealed) = self.seal_if_due(true) {

@@ -405,6 +405,110 @@ async fn delete_records_moves_the_log_start_and_frees_the_bucket() {
     broker.shutdown().await.unwrap();
 }
 
+/// Object compaction keeps the index bounded: after 1,000 flushes of one partition it
+/// is as small as after 10 (one run, one object, a checkpoint of the same size), and
+/// every record is still there, at its offset.
+#[tokio::test]
+async fn object_compaction_keeps_the_index_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |a| {
+        // Every acknowledged produce is its own committed object.
+        a.durability = Some(cirrus_broker::config::Durability::Object);
+        a.flush_interval = Some(Duration::from_millis(1));
+        a.compaction_interval = Some(Duration::from_millis(100));
+        a.compaction_min_age = Some(Duration::ZERO);
+        a.retention_check_interval = Some(Duration::from_millis(100));
+        a.object_delete_grace = Some(Duration::ZERO);
+    })
+    .await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "cmp", 1).await, 0);
+    let partition = broker.logs.get_topic("cmp").unwrap().partitions[0].clone();
+    let data_dir = dir.path().join("objects").join("data");
+    let index_dir = dir.path().join("objects").join("index");
+    let count_objects = || {
+        walk(&data_dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "obj"))
+            .count()
+    };
+    let index_bytes = || -> u64 {
+        walk(&index_dir)
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum()
+    };
+    // Produces up to `total` records one flush each, then waits until compaction and
+    // deletion settle on one run in one object; returns (objects, checkpoint bytes).
+    let mut produced = 0i64;
+    let mut grow_to = async |c: &mut Client, total: i64| {
+        while produced < total {
+            // Current timestamps: retention (7 days by default) must not take them.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            let resp = c
+                .send(9, &produce_req("cmp", 0, records(1, None, now)))
+                .await;
+            assert_eq!(produce_result(&resp), (0, produced));
+            produced += 1;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let runs = partition.lock().live_runs().count();
+            if runs == 1 && count_objects() == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not compacted after {total} flushes: {runs} runs, {} objects",
+                count_objects()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (count_objects(), index_bytes())
+    };
+    let (objects_10, index_10) = grow_to(&mut c, 10).await;
+    let (objects_1000, index_1000) = grow_to(&mut c, 1000).await;
+    assert_eq!((objects_10, objects_1000), (1, 1));
+    assert!(
+        index_1000 <= index_10 * 2,
+        "the checkpoint grew from {index_10} to {index_1000} bytes"
+    );
+    let metrics = &broker.logs.metrics;
+    assert!(metrics.compaction_runs_merged.get() >= 999);
+    assert!(metrics.objects_deleted_dead.get() >= 999);
+
+    // Every record, in order, from the compacted run.
+    let mut next = 0i64;
+    while next < 1000 {
+        let resp = c.send(12, &fetch_req("cmp", 0, next, 0)).await;
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        let mut recs = p.records.clone().unwrap();
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut recs).unwrap();
+        for r in sets.iter().flat_map(|s| s.records.iter()) {
+            if r.offset < next {
+                continue; // the start of a batch before the fetch offset
+            }
+            assert_eq!(r.offset, next);
+            next += 1;
+        }
+    }
+    broker.shutdown().await.unwrap();
+
+    // After a restart the index holds the compacted run only, and reads still work.
+    let broker = start(dir.path(), |_| {}).await;
+    let partition = broker.logs.get_topic("cmp").unwrap().partitions[0].clone();
+    assert_eq!(partition.lock().live_runs().count(), 1);
+    let mut c = Client::connect(broker.kafka_addr).await;
+    let resp = c.send(12, &fetch_req("cmp", 0, 500, 0)).await;
+    assert_eq!(resp.responses[0].partitions[0].error_code, 0);
+    assert_eq!(resp.responses[0].partitions[0].high_watermark, 1000);
+    broker.shutdown().await.unwrap();
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
