@@ -202,6 +202,23 @@ pub fn split_and_validate(
     Ok(out)
 }
 
+/// Refuses batches holding a record without a key: a compacted topic keeps the latest
+/// record per key, so a keyless one could never be cleaned (Kafka answers the same
+/// INVALID_RECORD). Decodes (and decompresses) every record: only for compacted topics.
+pub fn require_keys(batches: &[ProducedBatch]) -> Result<(), BatchError> {
+    for b in batches {
+        let mut buf = b.bytes.clone();
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
+            .map_err(|_| BatchError::Corrupt)?;
+        if set.records.iter().any(|r| r.key.is_none()) {
+            return Err(BatchError::Invalid(
+                "compacted topics only accept records with a key",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Returns a copy of `batch` with its base offset and partition leader epoch set. Both
 /// fields lie outside the checksum, so the batch stays valid. One copy per batch, never
 /// per record.

@@ -10,6 +10,7 @@
 pub mod admin_cli;
 pub mod admin_service;
 pub mod batch;
+pub mod cleaner;
 pub mod cluster;
 pub mod config;
 pub mod error;

@@ -45,6 +45,7 @@ use tokio::sync::watch;
 use crate::cluster::Member;
 use crate::groups::is_internal_topic;
 use crate::log::{LogManager, now_ms};
+use crate::uploader::RewriteRun;
 
 /// Aborts the process at the named point if `CIRRUS_FAULT_POINT` names it (tests of
 /// crash safety; never set in production).
@@ -344,6 +345,9 @@ pub async fn compact_objects(logs: &LogManager) -> CompactionStats {
         let Some(topic) = logs.get_topic(&name) else {
             continue;
         };
+        if crate::topic_config::is_compacted(&topic.configs) {
+            continue; // the log cleaner rewrites (and so merges) these
+        }
         for p in &topic.partitions {
             let (runs, plan) = {
                 let st = p.lock();
@@ -445,7 +449,18 @@ async fn rewrite_runs(
     }
     let done = logs
         .uploader
-        .submit_rewrite(partition.stream_id, first.leader_epoch, &batches)
+        .submit_rewrite(RewriteRun {
+            stream_id: partition.stream_id,
+            leader_epoch: first.leader_epoch,
+            original_headers: batches.iter().map(|(h, _)| *h).collect(),
+            chunks: batches
+                .into_iter()
+                .map(|(h, b)| (h.base_offset, h.last_offset(), h.max_timestamp, b))
+                .collect(),
+            cleaned: runs.iter().all(|r| r.cleaned),
+            tombstones_expire_ms: runs.iter().filter_map(|r| r.tombstones_expire_ms).min(),
+            kind: "compaction",
+        })
         .map_err(|e| e.to_string())?;
     match tokio::time::timeout(REWRITE_TIMEOUT, done).await {
         Ok(Ok(committed)) => Ok(committed),
@@ -477,6 +492,7 @@ pub async fn run(
             {
                 last_compaction = tokio::time::Instant::now();
                 compact_objects(&logs).await;
+                crate::cleaner::clean_logs(&logs).await;
             } else {
                 logs.own_object_keys(); // keeps the index gauges current
             }

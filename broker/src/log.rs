@@ -39,6 +39,9 @@ pub const WAL_KIND_BATCH: u8 = 1;
 const WAL_BATCH_FORMAT: u8 = 1;
 const WAL_BATCH_HEADER: usize = 1 + 8 + 4;
 
+/// Runs a read may skip when a cleaned run holds nothing at or after its offset.
+const MAX_GAP_HOPS: usize = 64;
+
 /// Bound on each metadata call of the storage lifecycle.
 const LIFECYCLE_META_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -358,6 +361,8 @@ impl LogManager {
                     max_timestamp: run.max_timestamp,
                     leader_epoch: run.leader_epoch,
                     committed_ms: *committed_ms,
+                    cleaned: run.cleaned,
+                    tombstones_expire_ms: run.tombstones_expire_ms,
                 });
                 let mut producers: Vec<&cirrus_controller::ProducerRecord> =
                     run.producers.iter().collect();
@@ -564,6 +569,8 @@ impl LogManager {
                 max_timestamp: run.max_timestamp,
                 leader_epoch: run.leader_epoch,
                 committed_ms: object.committed_ms,
+                cleaned: run.cleaned,
+                tombstones_expire_ms: run.tombstones_expire_ms,
             });
             // DeleteRecords may have moved the log start past data still in the WAL.
             st.forget_below_log_start();
@@ -982,12 +989,29 @@ impl LogManager {
                 st.log_start_offset,
             )
         };
-        let records = match plan {
-            ReadPlan::Empty => Bytes::new(),
-            ReadPlan::Tail(batches) => concat(batches),
-            ReadPlan::Object(run) => {
-                let data = self.read_cache.get_or_load(&self.storage, &run).await?;
-                slice_batches(&data, offset, hwm, max_bytes)
+        let mut plan = plan;
+        let mut at = offset;
+        let mut hops = 0;
+        let records = loop {
+            match plan {
+                ReadPlan::Empty => break Bytes::new(),
+                ReadPlan::Tail(batches) => break concat(batches),
+                ReadPlan::Object(run) => {
+                    let data = self.read_cache.get_or_load(&self.storage, &run).await?;
+                    let found = slice_batches(&data, at, hwm, max_bytes);
+                    // A cleaned run (compacted topic) may end in a gap: nothing at or
+                    // after `at` in it. Go on with the next run rather than answer
+                    // nothing, which would leave the consumer stuck at this offset.
+                    if !found.is_empty() || run.last_offset + 1 >= hwm || hops == MAX_GAP_HOPS {
+                        break found;
+                    }
+                    hops += 1;
+                    at = run.last_offset + 1;
+                    match partition.lock().plan_read(at, max_bytes) {
+                        Ok(next) => plan = next,
+                        Err(_) => break Bytes::new(),
+                    }
+                }
             }
         };
         Ok((records, hwm, start))
@@ -1037,15 +1061,29 @@ impl LogManager {
             }
             (st.plan_read(offset, 1)?, offset, st.high_watermark)
         };
-        let found = match plan {
-            ReadPlan::Empty => None,
-            ReadPlan::Tail(batches) => first_record_at(batches.into_iter(), offset, hwm),
-            ReadPlan::Object(run) => {
-                let data = self.read_cache.get_or_load(&self.storage, &run).await?;
-                first_record_at(batch::iter_batches(&data).map(|(_, b)| b), offset, hwm)
+        let (mut plan, mut at) = (plan, offset);
+        for _ in 0..=MAX_GAP_HOPS {
+            match plan {
+                ReadPlan::Empty => return Ok(None),
+                ReadPlan::Tail(batches) => {
+                    return Ok(first_record_at(batches.into_iter(), at, hwm).map(|(_, ts)| ts));
+                }
+                ReadPlan::Object(run) => {
+                    let data = self.read_cache.get_or_load(&self.storage, &run).await?;
+                    let batches = batch::iter_batches(&data).map(|(_, b)| b);
+                    if let Some((_, ts)) = first_record_at(batches, at, hwm) {
+                        return Ok(Some(ts));
+                    }
+                    // Past the end of a cleaned run: the next run holds the next record.
+                    at = run.last_offset + 1;
+                    if at >= hwm {
+                        return Ok(None);
+                    }
+                    plan = partition.lock().plan_read(at, 1)?;
+                }
             }
-        };
-        Ok(found.map(|(_, ts)| ts))
+        }
+        Ok(None)
     }
 
     /// ListOffsets MAX_TIMESTAMP: the offset and timestamp of the first record carrying
@@ -1177,11 +1215,11 @@ impl LogManager {
             // again long before that.
             let refresh_after = self.settings.orphan_grace / 3;
             let mut uploaded = std::time::Instant::now();
-            crate::lifecycle::fault_point(if sealed.rewrite.is_some() {
-                "compaction.before_commit"
+            if sealed.rewrite.is_some() {
+                crate::lifecycle::fault_point(&format!("{}.before_commit", sealed.rewrite_kind));
             } else {
-                "upload.before_commit"
-            });
+                crate::lifecycle::fault_point("upload.before_commit");
+            }
             let committed = retry_forever("commit object", || {
                 let (meta, record, fence) = (self.meta.clone(), record.clone(), fence.clone());
                 let refresh = uploaded.elapsed() >= refresh_after;
@@ -1232,7 +1270,7 @@ impl LogManager {
             let through = self.uploader.mark_committed(&sealed);
             if sealed.rewrite.is_some() {
                 self.uploader.finish_rewrite(&mut sealed, true);
-                crate::lifecycle::fault_point("compaction.after_commit");
+                crate::lifecycle::fault_point(&format!("{}.after_commit", sealed.rewrite_kind));
             }
             // Trimming unlinks segment files, which can block: keep it off the runtime.
             let wal = self.wal.clone();
@@ -1756,6 +1794,8 @@ mod tests {
             length: 1,
             leader_epoch: 0,
             producers: Vec::new(),
+            cleaned: false,
+            tombstones_expire_ms: None,
         };
         let object = |seq: u64, runs: Vec<RunRecord>| ObjectRecord {
             seq,

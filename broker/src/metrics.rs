@@ -89,6 +89,10 @@ pub struct Metrics {
     pub compaction_bytes: Counter,
     pub index_runs: Gauge,
     pub index_objects: Gauge,
+    /// The log cleaner (compacted topics): cleanings, bytes read, records removed.
+    pub cleaner_cleanings: Counter,
+    pub cleaner_bytes_read: Counter,
+    pub cleaner_records_removed: Counter,
     pub log_start_moves_delete_records: Counter,
     /// Bytes produced and fetched over all topics (not exported; see TopicCounters).
     pub total_in: Counter,
@@ -314,6 +318,25 @@ impl Metrics {
             "Live objects in this broker's own index (what its checkpoint lists)",
             index_objects.clone(),
         );
+        let cleaner_cleanings = Counter::default();
+        registry.register(
+            "log_cleaner_cleanings",
+            "Partitions of compacted topics cleaned (each cleaning rewrites a stretch of runs)",
+            cleaner_cleanings.clone(),
+        );
+        let cleaner_bytes_read = Counter::default();
+        registry.register_with_unit(
+            "log_cleaner_read",
+            "Bytes of runs the log cleaner read",
+            Unit::Bytes,
+            cleaner_bytes_read.clone(),
+        );
+        let cleaner_records_removed = Counter::default();
+        registry.register(
+            "log_cleaner_records_removed",
+            "Records the log cleaner removed: superseded by a later record of their key, or expired tombstones",
+            cleaner_records_removed.clone(),
+        );
         // Each `get_or_create` holds the family's lock until its statement ends: one per statement.
         let reason = |r: &'static str| ReasonLabel { reason: r };
         let objects_deleted_dead = deleted.get_or_create(&reason("dead")).clone();
@@ -338,6 +361,9 @@ impl Metrics {
             compaction_bytes,
             index_runs,
             index_objects,
+            cleaner_cleanings,
+            cleaner_bytes_read,
+            cleaner_records_removed,
             read_cache_hits,
             read_cache_misses,
             clean_failovers,

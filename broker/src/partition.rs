@@ -36,6 +36,9 @@ pub struct RunLocation {
     pub leader_epoch: i32,
     /// When the object holding the run was committed (ms since the Unix epoch).
     pub committed_ms: i64,
+    /// Written by the log cleaner (may have gaps), and when a tombstone it kept expires.
+    pub cleaned: bool,
+    pub tombstones_expire_ms: Option<i64>,
 }
 
 impl RunLocation {
@@ -358,6 +361,11 @@ impl PartitionState {
                 return;
             }
             self.runs.retain(|_, r| !r.within(&run));
+            if run.cleaned {
+                // The tail still holds what the cleaning removed: serve these offsets
+                // from the cleaned run from now on (the tail must stay a suffix).
+                self.drop_committed_tail_through(run.last_offset);
+            }
             self.runs.insert(run.first_offset, run);
             return;
         }
@@ -405,6 +413,17 @@ impl PartitionState {
     pub fn live_runs(&self) -> impl Iterator<Item = &RunLocation> {
         let start = self.log_start_offset;
         self.runs.values().filter(move |r| r.last_offset >= start)
+    }
+
+    /// Drops committed batches from the head of the tail up to the one holding `offset`.
+    fn drop_committed_tail_through(&mut self, offset: i64) {
+        while let Some(b) = self.tail.front() {
+            if !(b.committed && b.base_offset <= offset) {
+                break;
+            }
+            self.tail_bytes -= b.bytes.len() as u64;
+            self.tail.pop_front();
+        }
     }
 
     /// Drops committed batches from the head of the tail until it holds at most `budget` bytes.
@@ -549,7 +568,35 @@ mod tests {
             max_timestamp: last,
             leader_epoch: 0,
             committed_ms: 0,
+            cleaned: false,
+            tombstones_expire_ms: None,
         }
+    }
+
+    #[test]
+    fn a_cleaned_run_takes_over_from_the_tail() {
+        let p = partition();
+        let mut st = p.lock();
+        for _ in 0..3 {
+            append(&mut st, &make_batch(2, -1, -1, 1));
+        }
+        st.advance_high_watermark(6);
+        st.add_run(run_at(0, 3));
+        assert!(matches!(
+            st.plan_read(0, 1 << 20).unwrap(),
+            ReadPlan::Tail(_)
+        ));
+        st.add_run(RunLocation {
+            cleaned: true,
+            key: Arc::new(Path::from("data/clean")),
+            ..run_at(0, 3)
+        });
+        match st.plan_read(0, 1 << 20).unwrap() {
+            ReadPlan::Object(r) => assert_eq!(r.key.to_string(), "data/clean"),
+            other => panic!("{other:?}"),
+        }
+        // The uncommitted batch stays in the tail.
+        assert!(matches!(st.plan_read(4, 1 << 20).unwrap(), ReadPlan::Tail(b) if b.len() == 1));
     }
 
     #[test]
@@ -720,6 +767,8 @@ mod tests {
             last_offset: 2,
             leader_epoch: 0,
             committed_ms: 0,
+            cleaned: false,
+            tombstones_expire_ms: None,
             max_timestamp: 1,
         });
         st.evict_tail(0);

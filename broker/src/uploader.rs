@@ -44,6 +44,9 @@ struct RunExtra {
     /// new owner rebuilds the whole window from them, so a client's retry of any batch
     /// still in flight during a handover is recognised as a duplicate.
     producers: HashMap<i64, VecDeque<ProducerRecord>>,
+    /// Set by the log cleaner (see [`RunRecord::cleaned`]).
+    cleaned: bool,
+    tombstones_expire_ms: Option<i64>,
 }
 
 impl RunExtra {
@@ -83,6 +86,27 @@ pub struct SealedObject {
     pub lsns: Vec<u64>,
     /// Set for a rewrite: told whether it was committed.
     pub rewrite: Option<tokio::sync::oneshot::Sender<bool>>,
+    /// What made the rewrite ("compaction", "cleaner"): names its fault points.
+    pub rewrite_kind: &'static str,
+}
+
+/// One partition's committed data, rewritten into an object of its own: merged runs
+/// (object compaction) or a cleaned log (log compaction).
+#[derive(Debug)]
+pub struct RewriteRun {
+    pub stream_id: u64,
+    pub leader_epoch: i32,
+    /// The chunks in offset order, contiguous: (first offset, last offset, max
+    /// timestamp, bytes). A cleaned chunk keeps its batch's offsets and may hold fewer
+    /// records, or none (empty bytes).
+    pub chunks: Vec<(i64, i64, i64, Bytes)>,
+    /// Headers of the batches rewritten (before any cleaning): the idempotent
+    /// producers' windows come from them, so no retry is mistaken for a new batch.
+    pub original_headers: Vec<BatchHeader>,
+    pub cleaned: bool,
+    pub tombstones_expire_ms: Option<i64>,
+    /// "compaction" or "cleaner".
+    pub kind: &'static str,
 }
 
 /// A rewritten run waiting for the sealer to number it.
@@ -91,6 +115,7 @@ struct PendingRewrite {
     object: EncodedObject,
     runs: HashMap<u64, RunExtra>,
     done: tokio::sync::oneshot::Sender<bool>,
+    kind: &'static str,
 }
 
 /// Why a rewrite could not be built.
@@ -124,6 +149,8 @@ impl SealedObject {
                             all
                         })
                         .unwrap_or_default(),
+                    cleaned: extra.is_some_and(|x| x.cleaned),
+                    tombstones_expire_ms: extra.and_then(|x| x.tombstones_expire_ms),
                 }
             })
             .collect()
@@ -176,37 +203,34 @@ impl Uploader {
         }
     }
 
-    /// Queues one partition's committed batches, rewritten into an object of their own
-    /// (object compaction). The receiver says whether the object was committed.
+    /// Queues a rewrite of one partition's committed data into an object of its own.
+    /// The receiver says whether the object was committed.
     pub fn submit_rewrite(
         &self,
-        stream_id: u64,
-        leader_epoch: i32,
-        batches: &[(BatchHeader, Bytes)],
+        run: RewriteRun,
     ) -> Result<tokio::sync::oneshot::Receiver<bool>, RewriteError> {
         let mut builder = ObjectBuilder::new();
+        for (first, last, max_timestamp, bytes) in run.chunks {
+            builder
+                .push(run.stream_id, first, last, max_timestamp, bytes)
+                .map_err(|e| RewriteError::Order(e.to_string()))?;
+        }
         let mut extra = RunExtra {
-            leader_epoch,
+            leader_epoch: run.leader_epoch,
+            cleaned: run.cleaned,
+            tombstones_expire_ms: run.tombstones_expire_ms,
             ..RunExtra::default()
         };
-        for (header, bytes) in batches {
-            builder
-                .push(
-                    stream_id,
-                    header.base_offset,
-                    header.last_offset(),
-                    header.max_timestamp,
-                    bytes.clone(),
-                )
-                .map_err(|e| RewriteError::Order(e.to_string()))?;
+        for header in &run.original_headers {
             extra.record(header);
         }
         let (done, rx) = tokio::sync::oneshot::channel();
         self.rewrites_in_flight.send_modify(|n| *n += 1);
         lock(&self.rewrites).push_back(PendingRewrite {
             object: builder.finish(),
-            runs: HashMap::from([(stream_id, extra)]),
+            runs: HashMap::from([(run.stream_id, extra)]),
             done,
+            kind: run.kind,
         });
         self.wake.notify_one();
         Ok(rx)
@@ -230,7 +254,9 @@ impl Uploader {
     /// Numbers the next queued rewrite.
     fn seal_rewrite(&self) -> Option<SealedObject> {
         let pending = lock(&self.rewrites).pop_front()?;
-        Some(self.number(pending.object, pending.runs, Vec::new(), Some(pending.done)))
+        let mut sealed = self.number(pending.object, pending.runs, Vec::new(), Some(pending.done));
+        sealed.rewrite_kind = pending.kind;
+        Some(sealed)
     }
 
     /// Adds one WAL record's batch to the open object. Call under the partition's lock.
@@ -354,6 +380,7 @@ impl Uploader {
             runs,
             lsns,
             rewrite,
+            rewrite_kind: "",
         }
     }
 

@@ -286,6 +286,14 @@ pub struct RunRecord {
     pub leader_epoch: i32,
     /// The last batch of each idempotent producer within this run.
     pub producers: Vec<ProducerRecord>,
+    /// Written by the log cleaner (`cleanup.policy=compact`): holds only the latest
+    /// record per key as of its cleaning, so the offsets it covers may have gaps.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleaned: bool,
+    /// For a cleaned run: when the first tombstone it kept passes `delete.retention.ms`
+    /// (the cleaner runs again then to remove it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstones_expire_ms: Option<i64>,
 }
 
 /// The last batch of one producer within a run, enough to rebuild idempotence state.

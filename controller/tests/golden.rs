@@ -103,6 +103,8 @@ fn object_record() {
                         last_offset: 149,
                         last_timestamp: 1_700_000_000_100,
                     }],
+                    cleaned: false,
+                    tombstones_expire_ms: None,
                 },
                 RunRecord {
                     stream_id: 2,
@@ -113,6 +115,8 @@ fn object_record() {
                     length: 1096,
                     leader_epoch: 0,
                     producers: vec![],
+                    cleaned: false,
+                    tombstones_expire_ms: None,
                 },
             ],
         },

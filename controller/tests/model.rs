@@ -55,6 +55,8 @@ fn object(seq: u64) -> ObjectRecord {
                 last_offset: i64::try_from(seq).unwrap() * 10 + 9,
                 last_timestamp: 5,
             }],
+            cleaned: false,
+            tombstones_expire_ms: None,
         }],
     }
 }

@@ -354,3 +354,123 @@ def test_crash_before_a_compaction_commit_loses_nothing(broker_factory, s3_only_
 
 def test_crash_after_a_compaction_commit_loses_nothing(broker_factory, s3_only_store):
     compaction_crash(broker_factory, s3_only_store, "compaction.after_commit")
+
+
+# Log compaction: cleaning runs every 500 ms round; tombstones live 8 s.
+CLEANER_ARGS = [*SWEEP_ARGS, "--compaction-interval", "500ms"]
+COMPACTED = {"cleanup.policy": "compact", "delete.retention.ms": "8000"}
+
+
+def produce_table(bootstrap: str, topic: str, keys: int, rounds: int, tombstone_every: int) -> dict[bytes, tuple[int, bytes | None]]:
+    """`rounds` updates of `keys` keys (round r of key i is "k{i}:{r}"); in the last round
+    every `tombstone_every`-th key gets a tombstone (0: none). Returns key -> (offset, value) of the
+    latest record of each key."""
+    latest: dict[bytes, tuple[int, bytes | None]] = {}
+    errors: list[str] = []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(str(err))
+        else:
+            latest[msg.key()] = (msg.offset(), msg.value())
+
+    p = Producer(producer_conf(bootstrap, **{"linger.ms": 20, "batch.num.messages": 1000}))
+    for r in range(rounds):
+        for i in range(keys):
+            key = b"k%05d" % i
+            tombstone = r == rounds - 1 and tombstone_every and i % tombstone_every == 0
+            value = None if tombstone else b"k%05d:%d" % (i, r)
+            while True:
+                try:
+                    p.produce(topic, key=key, value=value, partition=0, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+        p.poll(0)
+    assert p.flush(60) == 0
+    assert not errors, errors[:3]
+    return latest
+
+
+def read_table(bootstrap: str, topic: str, end: int) -> list[tuple[int, bytes, bytes | None]]:
+    """Every record from offset 0 to `end`, as (offset, key, value)."""
+    c = Consumer(consumer_conf(bootstrap, **{"auto.offset.reset": "error"}))
+    out = []
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for m in c.consume(num_messages=5000, timeout=0.5):
+                assert not m.error(), m.error()
+                out.append((m.offset(), m.key(), m.value()))
+            if out and out[-1][0] >= end - 1:
+                break
+        else:
+            raise AssertionError(f"read {len(out)} records of {topic}, last at {out[-1][0] if out else None}")
+    finally:
+        c.close()
+    return out
+
+
+def test_log_compaction_keeps_the_latest_value_per_key(broker_factory, s3_only_store):
+    b = broker_factory(s3_only_store, args=CLEANER_ARGS)
+    topic = "table"
+    create_topic_with(b.bootstrap, topic, 1, COMPACTED)
+    latest = produce_table(b.bootstrap, topic, keys=10_000, rounds=10, tombstone_every=20)
+    assert watermarks(b.bootstrap, topic) == (0, 100_000)
+
+    # Records without a key are refused on a compacted topic.
+    p = Producer(producer_conf(b.bootstrap))
+    failures = []
+    p.produce(topic, value=b"no key", partition=0, on_delivery=lambda err, msg: failures.append(err))
+    p.flush(30)
+    assert failures and failures[0] is not None and failures[0].code() == KafkaError.INVALID_RECORD, failures
+
+    wait_for("the cleaner to remove every superseded record",
+             lambda: metric(b.metrics_url, "cirrus_log_cleaner_records_removed_total") >= 90_000, timeout=60)
+    records = read_table(b.bootstrap, topic, 100_000)
+    assert len(records) == 10_000, f"{len(records)} records after cleaning"
+    got = {k: (o, v) for o, k, v in records}
+    assert got == latest, "not exactly the latest record per key, at its offset"
+    assert sum(1 for _, _, v in records if v is None) == 500
+    assert watermarks(b.bootstrap, topic) == (0, 100_000), "cleaning moved the offsets"
+
+    # A fetch that starts inside a gap gets the next surviving record.
+    got, errors = read_from(b.bootstrap, topic, 12_345, "error", 1)
+    assert not errors and got[0][0] == 90_000, (got, errors)  # k00000's tombstone
+
+    # Tombstones vanish once delete.retention.ms has passed.
+    live = {k: v for k, (o, v) in latest.items() if v is not None}
+    wait_for("the tombstones to be cleaned away",
+             lambda: len(read_table(b.bootstrap, topic, 100_000)) == len(live), timeout=60, interval=1.0)
+    records = read_table(b.bootstrap, topic, 100_000)
+    assert {k: v for _, k, v in records} == live
+    assert metric(b.metrics_url, "cirrus_log_cleaner_cleanings_total") >= 2
+
+    # The cleaned index survives a restart; the originals leave the bucket.
+    b.stop()
+    b.start()
+    assert {k: v for _, k, v in read_table(b.bootstrap, topic, 100_000)} == live
+    wait_for("the cleaned-away objects to leave the bucket", lambda: len(data_keys(s3_only_store)) <= 2, timeout=60)
+
+
+def cleaner_crash(broker_factory, store, point: str):
+    b = broker_factory(store, args=CLEANER_ARGS, env={"CIRRUS_FAULT_POINT": point})
+    topic = "crashy-table"
+    create_topic_with(b.bootstrap, topic, 1, COMPACTED)
+    latest = produce_table(b.bootstrap, topic, keys=300, rounds=5, tombstone_every=0)
+    wait_for(f"the broker to abort at {point}", lambda: not b.running, timeout=30)
+    b.extra_env.pop("CIRRUS_FAULT_POINT")
+    b.start()
+    wait_for("the next run to clean", lambda: len(read_table(b.bootstrap, topic, 1500)) == 300, timeout=60, interval=1.0)
+    records = read_table(b.bootstrap, topic, 1500)
+    assert {k: (o, v) for o, k, v in records} == latest
+    assert watermarks(b.bootstrap, topic) == (0, 1500)
+
+
+def test_crash_before_a_cleaning_commit_loses_nothing(broker_factory, s3_only_store):
+    cleaner_crash(broker_factory, s3_only_store, "cleaner.before_commit")
+
+
+def test_crash_after_a_cleaning_commit_loses_nothing(broker_factory, s3_only_store):
+    cleaner_crash(broker_factory, s3_only_store, "cleaner.after_commit")

@@ -90,7 +90,16 @@ pub(super) async fn handle(
                 continue;
             };
             let max = partition.lock().max_message_bytes;
-            let batches = match batch::split_and_validate(&records, max) {
+            let compacted = resolved
+                .as_ref()
+                .is_ok_and(|t| crate::topic_config::is_compacted(&t.configs));
+            let validated = batch::split_and_validate(&records, max).and_then(|b| {
+                if compacted {
+                    batch::require_keys(&b)?;
+                }
+                Ok(b)
+            });
+            let batches = match validated {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::debug!(topic = %partition.topic, partition = index, error = %e, "produce refused");
