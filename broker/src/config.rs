@@ -208,9 +208,15 @@ pub struct SettingsArgs {
     /// Bytes of recent data kept in memory per broker so consumers at the head never touch the bucket. [default: 256MiB]
     #[arg(long, env = "CIRRUS_TAIL_CACHE_BYTES")]
     pub tail_cache_bytes: Option<ByteSize>,
-    /// Bytes of object runs cached in memory for reads behind the tail. [default: 256MiB]
+    /// Bytes of object runs cached in memory for reads behind the tail; 0 = no cache. [default: 256MiB]
     #[arg(long, env = "CIRRUS_READ_CACHE_BYTES")]
     pub read_cache_bytes: Option<ByteSize>,
+    /// Bytes of local disk for the read cache's second tier (what memory evicts); 0 = memory only. [default: 0]
+    #[arg(long, env = "CIRRUS_READ_CACHE_DISK_BYTES")]
+    pub read_cache_disk_bytes: Option<ByteSize>,
+    /// Directory of the read cache's disk tier. [default: <data-dir>/read-cache]
+    #[arg(long, env = "CIRRUS_READ_CACHE_DIR")]
+    pub read_cache_dir: Option<PathBuf>,
     /// Most simultaneous client connections. [default: 10000]
     #[arg(long, env = "CIRRUS_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -285,7 +291,7 @@ pub struct SettingsArgs {
     #[serde(with = "humantime_serde")]
     pub compaction_min_age: Option<Duration>,
     /// Size of the objects compaction writes; runs at least half this size are left
-    /// alone. At least object_target_bytes. [default: 64MiB]
+    /// alone. At least object_target_bytes. [default: 2 × object_target_bytes]
     #[arg(long, env = "CIRRUS_COMPACTION_TARGET_BYTES")]
     pub compaction_target_bytes: Option<ByteSize>,
 }
@@ -317,6 +323,8 @@ pub struct Settings {
     pub wal_max_bytes: u64,
     pub tail_cache_bytes: u64,
     pub read_cache_bytes: u64,
+    pub read_cache_disk_bytes: u64,
+    pub read_cache_dir: PathBuf,
     pub max_connections: usize,
     pub max_request_bytes: u64,
     pub shutdown_timeout: Duration,
@@ -406,6 +414,8 @@ impl SettingsArgs {
             wal_max_bytes,
             tail_cache_bytes,
             read_cache_bytes,
+            read_cache_disk_bytes,
+            read_cache_dir,
             max_connections,
             max_request_bytes,
             shutdown_timeout,
@@ -646,9 +656,17 @@ impl SettingsArgs {
                 "must be at least 1s and at least 3 × object_delete_grace",
             ));
         }
+        let read_cache_disk_bytes = self.read_cache_disk_bytes.map_or(0, |b| b.0);
+        let read_cache_dir = self
+            .read_cache_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("read-cache"));
         let compaction_interval = self.compaction_interval.unwrap_or(Duration::from_secs(60));
         let compaction_min_age = self.compaction_min_age.unwrap_or(Duration::from_secs(600));
-        let compaction_target_bytes = self.compaction_target_bytes.map_or(64 << 20, |b| b.0);
+        // Twice an object by default: merged runs stay small enough to read whole.
+        let compaction_target_bytes = self
+            .compaction_target_bytes
+            .map_or(2 * object_target_bytes, |b| b.0);
         if !(object_target_bytes..=5 << 30).contains(&compaction_target_bytes) {
             return Err(invalid(
                 "compaction_target_bytes",
@@ -694,6 +712,8 @@ impl SettingsArgs {
             wal_max_bytes,
             tail_cache_bytes: self.tail_cache_bytes.map_or(256 << 20, |b| b.0),
             read_cache_bytes: self.read_cache_bytes.map_or(256 << 20, |b| b.0),
+            read_cache_disk_bytes,
+            read_cache_dir,
             max_connections,
             max_request_bytes,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(Duration::from_secs(30)),

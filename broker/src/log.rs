@@ -178,9 +178,18 @@ impl LogManager {
         let cluster_record = meta.init_cluster().await?;
         let index = meta.cluster_index().await?;
         let manager = Arc::new(LogManager {
-            read_cache: RunCache::new(settings.read_cache_bytes).with_counters(
+            read_cache: RunCache::open(
+                settings.read_cache_bytes,
+                Some(crate::read_cache::DiskTier {
+                    dir: settings.read_cache_dir.clone(),
+                    bytes: settings.read_cache_disk_bytes,
+                }),
+            )
+            .await?
+            .with_counters(
                 metrics.read_cache_hits.clone(),
                 metrics.read_cache_misses.clone(),
+                metrics.read_ahead.clone(),
             ),
             uploader: Arc::new(Uploader::new(
                 settings.object_target_bytes,
@@ -999,6 +1008,16 @@ impl LogManager {
                 ReadPlan::Object(run) => {
                     let data = self.read_cache.get_or_load(&self.storage, &run).await?;
                     let found = slice_batches(&data, at, hwm, max_bytes);
+                    // A reader behind the tail is most likely reading on: warm its next run.
+                    let next = partition
+                        .lock()
+                        .runs
+                        .range(run.last_offset + 1..)
+                        .next()
+                        .map(|(_, r)| r.clone());
+                    if let Some(next) = next {
+                        self.read_cache.read_ahead(&self.storage, next);
+                    }
                     // A cleaned run (compacted topic) may end in a gap: nothing at or
                     // after `at` in it. Go on with the next run rather than answer
                     // nothing, which would leave the consumer stuck at this offset.
@@ -1577,6 +1596,11 @@ impl LogManager {
         read(&self.streams)
             .get(&stream_id)
             .map(|p| (p.topic.to_string(), p.index))
+    }
+
+    /// Closes the read cache (flushes its disk tier); on shutdown.
+    pub async fn close_read_cache(&self) {
+        self.read_cache.close().await;
     }
 
     /// Waits (bounded) until everything pushed to the uploader is committed.

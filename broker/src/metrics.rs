@@ -71,6 +71,8 @@ pub struct Metrics {
     /// Reads of committed runs answered by the in-memory run cache, and from the bucket.
     pub read_cache_hits: Counter,
     pub read_cache_misses: Counter,
+    /// Runs loaded into the read cache ahead of a sequential reader.
+    pub read_ahead: Counter,
     /// Storage lifecycle: objects and bytes deleted from the bucket, by reason (dead:
     /// all their data deleted; orphan: never committed), orphans seen by the last sweep,
     /// and log start moves by reason (retention, delete_records).
@@ -287,6 +289,12 @@ impl Metrics {
             "Times a partition's log start offset moved forward, by reason: retention or delete_records",
             log_start_moves.clone(),
         );
+        let read_ahead = Counter::default();
+        registry.register(
+            "read_ahead",
+            "Runs loaded into the read cache ahead of a sequential reader (the next run of the partition it read)",
+            read_ahead.clone(),
+        );
         let compaction_objects = Counter::default();
         registry.register(
             "compaction_objects",
@@ -366,6 +374,7 @@ impl Metrics {
             cleaner_records_removed,
             read_cache_hits,
             read_cache_misses,
+            read_ahead,
             clean_failovers,
             unclean_failovers,
             autoscale_recommended_brokers,

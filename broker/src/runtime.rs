@@ -434,6 +434,7 @@ impl Broker {
             let _ = task.await;
         }
         self.logs.wal.close().await.context("closing the WAL")?;
+        self.logs.close_read_cache().await;
         self.admin.abort();
         let _ = self.admin.await;
         if let Some(session) = cluster_rest {

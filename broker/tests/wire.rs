@@ -331,7 +331,9 @@ async fn delete_records_moves_the_log_start_and_frees_the_bucket() {
     let mut c = Client::connect(broker.kafka_addr).await;
     assert_eq!(create_topic(&mut c, "dr", 1).await, 0);
     for _ in 0..3 {
-        let resp = c.send(9, &produce_req("dr", 0, records(4, None, 1))).await;
+        let resp = c
+            .send(9, &produce_req("dr", 0, records(4, None, now_ms())))
+            .await;
         assert_eq!(produce_result(&resp).0, 0);
     }
     let objects_dir = dir.path().join("objects").join("data");
@@ -398,7 +400,9 @@ async fn delete_records_moves_the_log_start_and_frees_the_bucket() {
         12,
         "the log start survives a restart"
     );
-    let resp = c.send(9, &produce_req("dr", 0, records(1, None, 1))).await;
+    let resp = c
+        .send(9, &produce_req("dr", 0, records(1, None, now_ms())))
+        .await;
     assert_eq!(produce_result(&resp), (0, 12));
     let at = c.send(12, &fetch_req("dr", 0, 12, 0)).await;
     assert_eq!(at.responses[0].partitions[0].error_code, 0);
@@ -443,13 +447,8 @@ async fn object_compaction_keeps_the_index_bounded() {
     let mut produced = 0i64;
     let mut grow_to = async |c: &mut Client, total: i64| {
         while produced < total {
-            // Current timestamps: retention (7 days by default) must not take them.
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as i64;
             let resp = c
-                .send(9, &produce_req("cmp", 0, records(1, None, now)))
+                .send(9, &produce_req("cmp", 0, records(1, None, now_ms())))
                 .await;
             assert_eq!(produce_result(&resp), (0, produced));
             produced += 1;
@@ -507,6 +506,66 @@ async fn object_compaction_keeps_the_index_bounded() {
     assert_eq!(resp.responses[0].partitions[0].error_code, 0);
     assert_eq!(resp.responses[0].partitions[0].high_watermark, 1000);
     broker.shutdown().await.unwrap();
+}
+
+/// A consumer catching up behind the tail reads each run from the bucket once: the
+/// next run is read ahead into the (memory + disk) read cache while it consumes one.
+#[tokio::test]
+async fn catch_up_reads_are_read_ahead_into_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = |a: &mut cirrus_broker::config::SettingsArgs| {
+        a.durability = Some(cirrus_broker::config::Durability::Object);
+        a.read_cache_disk_bytes = Some(cirrus_broker::config::ByteSize(64 << 20));
+    };
+    let broker = start(dir.path(), settings).await;
+    let mut c = Client::connect(broker.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "history", 1).await, 0);
+    let now = now_ms();
+    for i in 0..5 {
+        // durability=object: each acknowledged batch is its own object, its own run.
+        let resp = c
+            .send(9, &produce_req("history", 0, records(3, None, now)))
+            .await;
+        assert_eq!(produce_result(&resp), (0, i * 3));
+    }
+    broker.shutdown().await.unwrap();
+
+    // After a restart the tail is empty: every read comes from the bucket or the cache.
+    let broker = start(dir.path(), settings).await;
+    assert!(dir.path().join("read-cache").is_dir(), "no disk tier");
+    let mut c = Client::connect(broker.kafka_addr).await;
+    let metrics = broker.logs.metrics.clone();
+    let mut next = 0i64;
+    while next < 15 {
+        let resp = c.send(12, &fetch_req("history", 0, next, 0)).await;
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        let mut recs = p.records.clone().unwrap();
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut recs).unwrap();
+        for r in sets.iter().flat_map(|s| s.records.iter()) {
+            assert_eq!(r.offset, next);
+            next += 1;
+        }
+        // Give the read-ahead of the next run time to land.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (hits, misses, ahead) = (
+        metrics.read_cache_hits.get(),
+        metrics.read_cache_misses.get(),
+        metrics.read_ahead.get(),
+    );
+    assert!(ahead >= 4, "read-aheads: {ahead}");
+    assert!(hits >= 4 && misses <= 1, "hits {hits}, misses {misses}");
+    broker.shutdown().await.unwrap();
+}
+
+/// Now, in milliseconds since the Unix epoch: record timestamps that retention (7 days by
+/// default) leaves alone.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
