@@ -27,7 +27,8 @@
 //! `min.cleanable.dirty.ratio`, when a dirty run is older than `max.compaction.lag.ms`,
 //! or when a tombstone kept by an earlier cleaning expires. Runs whose newest record is
 //! younger than `min.compaction.lag.ms` are not cleanable yet. At most four compaction
-//! target sizes are read per round (the backpressure).
+//! target sizes are read per round (the backpressure), and each rewritten run holds at
+//! most one target size of input.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -275,14 +276,21 @@ async fn clean_partition(
         }
         runs.push(batches);
     }
-    // Pass 2: one rewrite per stretch of runs with the same leader epoch.
+    // Pass 2: one rewrite per stretch of runs with the same leader epoch, cut at the
+    // compaction target (runs are read whole: a cleaned run stays one read).
+    let target = logs.settings.compaction_target_bytes;
     let mut start = 0;
     while start < stretch.len() {
         let epoch = stretch[start].leader_epoch;
-        let end = stretch[start..]
-            .iter()
-            .position(|r| r.leader_epoch != epoch)
-            .map_or(stretch.len(), |n| start + n);
+        let mut end = start + 1;
+        let mut bytes = stretch[start].length;
+        while let Some(r) = stretch.get(end) {
+            if r.leader_epoch != epoch || bytes + r.length > target {
+                break;
+            }
+            bytes += r.length;
+            end += 1;
+        }
         let mut chunks = Vec::new();
         let mut headers = Vec::new();
         let mut expire: Option<i64> = None;

@@ -281,7 +281,8 @@ pub struct SettingsArgs {
     #[serde(with = "humantime_serde")]
     pub orphan_grace: Option<Duration>,
     /// How often each broker merges the small runs of its partitions into larger
-    /// per-partition objects (object compaction); 0 = never. [default: 1m]
+    /// per-partition objects (object compaction) and cleans its compacted topics (log
+    /// compaction); 0 = never. [default: 1m]
     #[arg(long, env = "CIRRUS_COMPACTION_INTERVAL", value_parser = parse_duration)]
     #[serde(with = "humantime_serde")]
     pub compaction_interval: Option<Duration>,

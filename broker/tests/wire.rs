@@ -556,6 +556,25 @@ async fn catch_up_reads_are_read_ahead_into_the_cache() {
     );
     assert!(ahead >= 4, "read-aheads: {ahead}");
     assert!(hits >= 4 && misses <= 1, "hits {hits}, misses {misses}");
+
+    // Hot/cold: a consumer at the head reads the in-memory tail, never the read cache
+    // the replay above filled.
+    let resp = c
+        .send(9, &produce_req("history", 0, records(2, None, now)))
+        .await;
+    assert_eq!(produce_result(&resp), (0, 15));
+    let resp = c.send(12, &fetch_req("history", 0, 15, 0)).await;
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 17));
+    assert!(!p.records.as_ref().unwrap().is_empty());
+    assert_eq!(
+        (
+            metrics.read_cache_hits.get(),
+            metrics.read_cache_misses.get()
+        ),
+        (hits, misses),
+        "a head read went to the read cache"
+    );
     broker.shutdown().await.unwrap();
 }
 

@@ -243,16 +243,24 @@ def test_crash_between_upload_and_commit_leaves_an_orphan_the_sweep_deletes(brok
 
 
 def test_crash_while_deleting_dead_objects_is_finished_by_the_next_run(broker_factory, s3_only_store):
-    b = broker_factory(s3_only_store, args=SWEEP_ARGS, env={"CIRRUS_FAULT_POINT": "gc.before_delete"})
+    # Produce with retention asleep (first round in an hour), so the abort cannot
+    # interrupt the producers; then restart with the fault point armed.
+    sleepy = list(SWEEP_ARGS)
+    sleepy[sleepy.index("--retention-check-interval") + 1] = "1h"
+    b = broker_factory(s3_only_store, args=sleepy)
     topic = "half-deleted"
     create_topic_with(b.bootstrap, topic, 1, {"retention.ms": str(HOUR_MS)})
     produce(b.bootstrap, topic, 100, "old", timestamp_ms=int(time.time() * 1000) - 2 * HOUR_MS)
-    wait_for("the log start to move", lambda: watermarks(b.bootstrap, topic)[0] == 100)
+    wait_for("the old records in an object", lambda: data_keys(s3_only_store))
     doomed = data_keys(s3_only_store)
-    assert doomed
+    time.sleep(0.3)  # past the flush interval: the new records go into another object
     new = produce(b.bootstrap, topic, 10, "new")
-    # After the delete grace the broker drops the objects from its index, then aborts
-    # before deleting them.
+    b.stop()
+    b.extra_args = [*s3_only_store.flags, *SWEEP_ARGS]
+    b.extra_env["CIRRUS_FAULT_POINT"] = "gc.before_delete"
+    b.start()
+    # Retention moves the log start; after the delete grace the broker drops the objects
+    # from its index, then aborts before deleting them.
     wait_for("the broker to abort before deleting", lambda: not b.running, timeout=30)
     assert doomed <= data_keys(s3_only_store), "deleted despite the fault point"
 
@@ -320,17 +328,35 @@ def produce_one_by_one(bootstrap: str, topic: str, n: int, tag: str) -> list[tup
     return acked
 
 
+def with_interval(args: list[str], interval: str) -> list[str]:
+    out = list(args)
+    out[out.index("--compaction-interval") + 1] = interval
+    return out
+
+
+def restart_to_abort_at(b, store, args: list[str], point: str) -> None:
+    """Stops `b` (gracefully: everything produced is committed), restarts it with the
+    rewrites on (first round 2 s after the start, once it is ready) and the fault point
+    armed, and waits for it to abort there."""
+    b.stop()
+    b.extra_args = [*store.flags, *with_interval(args, "2s")]
+    b.extra_env["CIRRUS_FAULT_POINT"] = point
+    b.start()
+    wait_for(f"the broker to abort at {point}", lambda: not b.running, timeout=30)
+    b.extra_args = [*store.flags, *args]
+    b.extra_env.pop("CIRRUS_FAULT_POINT")
+
+
 def compaction_crash(broker_factory, store, point: str):
-    b = broker_factory(store, args=COMPACTION_ARGS, env={"CIRRUS_FAULT_POINT": point})
+    # Produce with compaction off, so that the abort cannot interrupt the producer.
+    b = broker_factory(store, args=with_interval(COMPACTION_ARGS, "0s"))
     topic = "compacted"
     create_topic_with(b.bootstrap, topic, 1, {"cirrus.durability": "object"})
     acked = produce_one_by_one(b.bootstrap, topic, 20, "c")
     assert [o for o, _ in acked] == list(range(20))
-    wait_for(f"the broker to abort at {point}", lambda: not b.running, timeout=30)
+    restart_to_abort_at(b, store, COMPACTION_ARGS, point)
     before = data_keys(store)
     assert len(before) >= 20, before
-
-    b.extra_env.pop("CIRRUS_FAULT_POINT")
     b.start()
     # The next rounds finish the work: one compacted object, the originals (and an
     # uncommitted copy) gone.
@@ -455,12 +481,11 @@ def test_log_compaction_keeps_the_latest_value_per_key(broker_factory, s3_only_s
 
 
 def cleaner_crash(broker_factory, store, point: str):
-    b = broker_factory(store, args=CLEANER_ARGS, env={"CIRRUS_FAULT_POINT": point})
+    b = broker_factory(store, args=with_interval(CLEANER_ARGS, "0s"))
     topic = "crashy-table"
     create_topic_with(b.bootstrap, topic, 1, COMPACTED)
     latest = produce_table(b.bootstrap, topic, keys=300, rounds=5, tombstone_every=0)
-    wait_for(f"the broker to abort at {point}", lambda: not b.running, timeout=30)
-    b.extra_env.pop("CIRRUS_FAULT_POINT")
+    restart_to_abort_at(b, store, CLEANER_ARGS, point)
     b.start()
     wait_for("the next run to clean", lambda: len(read_table(b.bootstrap, topic, 1500)) == 300, timeout=60, interval=1.0)
     records = read_table(b.bootstrap, topic, 1500)
