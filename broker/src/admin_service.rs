@@ -748,7 +748,7 @@ impl Admin for AdminService {
         let grace = self.logs.settings.orphan_grace;
         let survey = async {
             // Bucket first, index second (see crate::lifecycle).
-            let bucket = crate::lifecycle::sweep_orphans(&self.logs, grace, false).await?;
+            let bucket = crate::lifecycle::sweep_orphans(&self.logs, grace, None).await?;
             let usage = self.logs.storage_usage().await?;
             anyhow::Ok((bucket, usage))
         };

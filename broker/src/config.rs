@@ -650,6 +650,14 @@ impl SettingsArgs {
         }
         let object_delete_grace = self.object_delete_grace.unwrap_or(Duration::from_secs(60));
         let orphan_gc_interval = self.orphan_gc_interval.unwrap_or(Duration::from_secs(600));
+        if !orphan_gc_interval.is_zero() && orphan_gc_interval < object_delete_grace {
+            // An orphan is deleted at its second sighting, a sweep interval later: that
+            // must outlast the delete grace of objects another writer just dropped.
+            return Err(invalid(
+                "orphan_gc_interval",
+                "must be 0 (never) or at least object_delete_grace",
+            ));
+        }
         let orphan_grace = self.orphan_grace.unwrap_or(Duration::from_secs(3600));
         if orphan_grace < object_delete_grace * 3 || orphan_grace < Duration::from_secs(1) {
             return Err(invalid(
@@ -794,6 +802,12 @@ mod tests {
         assert!(
             short.validate().is_err(),
             "orphans must wait longer than dead objects"
+        );
+        let hasty: SettingsArgs =
+            toml::from_str("object_delete_grace = \"1m\"\norphan_gc_interval = \"30s\"\n").unwrap();
+        assert!(
+            hasty.validate().is_err(),
+            "a second sighting must come after the delete grace"
         );
     }
 

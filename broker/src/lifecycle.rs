@@ -16,7 +16,9 @@
 //! 3. **Orphans**, every `--orphan-gc-interval`, on the controller (or a single node):
 //!    objects under `data/` and checkpoint blobs under `index/` that no writer's index
 //!    references and that are older than `--orphan-grace` (uploaded but never
-//!    committed: a crash between PUT and commit, a fenced broker) are deleted. The
+//!    committed: a crash between PUT and commit, a fenced broker) are deleted at their
+//!    second sighting, one sweep interval (at least the delete grace) later, so that an
+//!    object another writer just dropped keeps its delete grace. The
 //!    bucket is listed *before* the index is read, so an object committed in between is
 //!    seen as referenced or is younger than the grace; an upload whose commit waits
 //!    longer than a third of the grace is uploaded again (the commit loop), so a pending
@@ -194,12 +196,17 @@ pub struct BucketReport {
     pub deleted_bytes: u64,
 }
 
-/// Lists the bucket and compares it with every writer's index; with `delete`, removes
-/// the orphans (older than `grace`).
+/// Lists the bucket and compares it with every writer's index. With `suspects`, it
+/// deletes the orphans (unreferenced, older than `grace`) that the previous sweep
+/// already found unreferenced, and leaves the current orphans as the next sweep's
+/// suspects. An object another writer just dropped from its index (dead, in its
+/// delete grace) is old by its bucket timestamp but not yet an orphan: seeing it
+/// unreferenced twice, a sweep interval (at least the delete grace) apart, keeps the
+/// grace that in-flight reads rely on.
 pub async fn sweep_orphans(
     logs: &LogManager,
     grace: Duration,
-    delete: bool,
+    suspects: Option<&mut std::collections::HashSet<String>>,
 ) -> anyhow::Result<BucketReport> {
     use object_store::path::Path;
     // List first, then read the index: see the module docs.
@@ -245,7 +252,14 @@ pub async fn sweep_orphans(
         .orphan_objects
         .set(report.orphan_objects as i64);
     logs.metrics.orphan_bytes.set(report.orphan_bytes as i64);
-    if delete && !orphans.is_empty() {
+    let Some(suspects) = suspects else {
+        return Ok(report);
+    };
+    let seen_now: std::collections::HashSet<String> =
+        orphans.iter().map(|(key, _)| key.to_string()).collect();
+    let previous = std::mem::replace(suspects, seen_now);
+    orphans.retain(|(key, _)| previous.contains(key.as_ref()));
+    if !orphans.is_empty() {
         fault_point("orphans.before_delete");
         for (key, size) in orphans {
             match logs.storage.delete(&key).await {
@@ -479,6 +493,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(settings.retention_check_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_orphan_sweep = tokio::time::Instant::now();
+    let mut orphan_suspects = std::collections::HashSet::new();
     let mut last_compaction = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -508,7 +523,8 @@ pub async fn run(
                 && last_orphan_sweep.elapsed() >= settings.orphan_gc_interval
             {
                 last_orphan_sweep = tokio::time::Instant::now();
-                if let Err(e) = sweep_orphans(&logs, settings.orphan_grace, true).await {
+                let suspects = Some(&mut orphan_suspects);
+                if let Err(e) = sweep_orphans(&logs, settings.orphan_grace, suspects).await {
                     tracing::warn!(error = %e, "orphan sweep failed; retrying at the next interval");
                 }
             }
