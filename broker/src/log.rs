@@ -581,6 +581,26 @@ impl LogManager {
                 cleaned: run.cleaned,
                 tombstones_expire_ms: run.tombstones_expire_ms,
             });
+            // The committed batches' producer sequences, as a load from the index would
+            // give them: a no-op for batches appended here, but after a fenced restart
+            // that reloaded the partition while its replayed WAL records were still on
+            // their way to the bucket, the only way a client's retry of them is still
+            // recognised as a duplicate.
+            let mut producers: Vec<&cirrus_controller::ProducerRecord> =
+                run.producers.iter().collect();
+            producers.sort_by_key(|pr| pr.last_offset);
+            for pr in producers {
+                st.record_producer_batch(
+                    pr.producer_id,
+                    pr.producer_epoch,
+                    ProducerBatch {
+                        first_sequence: pr.first_sequence,
+                        last_sequence: pr.last_sequence,
+                        last_offset: pr.last_offset,
+                        timestamp: pr.last_timestamp,
+                    },
+                );
+            }
             // DeleteRecords may have moved the log start past data still in the WAL.
             st.forget_below_log_start();
             if st.advance_high_watermark(run.last_offset + 1) {
