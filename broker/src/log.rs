@@ -373,21 +373,7 @@ impl LogManager {
                     cleaned: run.cleaned,
                     tombstones_expire_ms: run.tombstones_expire_ms,
                 });
-                let mut producers: Vec<&cirrus_controller::ProducerRecord> =
-                    run.producers.iter().collect();
-                producers.sort_by_key(|p| p.last_offset);
-                for pr in producers {
-                    fresh.record_producer_batch(
-                        pr.producer_id,
-                        pr.producer_epoch,
-                        ProducerBatch {
-                            first_sequence: pr.first_sequence,
-                            last_sequence: pr.last_sequence,
-                            last_offset: pr.last_offset,
-                            timestamp: pr.last_timestamp,
-                        },
-                    );
-                }
+                learn_producers(&mut fresh, &run.producers);
             }
             if fresh.epochs.last().is_none_or(|(e, _)| *e != *epoch) {
                 let start = fresh.next_offset;
@@ -586,21 +572,7 @@ impl LogManager {
             // that reloaded the partition while its replayed WAL records were still on
             // their way to the bucket, the only way a client's retry of them is still
             // recognised as a duplicate.
-            let mut producers: Vec<&cirrus_controller::ProducerRecord> =
-                run.producers.iter().collect();
-            producers.sort_by_key(|pr| pr.last_offset);
-            for pr in producers {
-                st.record_producer_batch(
-                    pr.producer_id,
-                    pr.producer_epoch,
-                    ProducerBatch {
-                        first_sequence: pr.first_sequence,
-                        last_sequence: pr.last_sequence,
-                        last_offset: pr.last_offset,
-                        timestamp: pr.last_timestamp,
-                    },
-                );
-            }
+            learn_producers(&mut st, &run.producers);
             // DeleteRecords may have moved the log start past data still in the WAL.
             st.forget_below_log_start();
             if st.advance_high_watermark(run.last_offset + 1) {
@@ -1789,6 +1761,25 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records a committed run's idempotent-producer batches in the partition's state, in
+/// offset order (batches it already knows are ignored).
+fn learn_producers(st: &mut PartitionState, producers: &[cirrus_controller::ProducerRecord]) {
+    let mut ordered: Vec<&cirrus_controller::ProducerRecord> = producers.iter().collect();
+    ordered.sort_by_key(|pr| pr.last_offset);
+    for pr in ordered {
+        st.record_producer_batch(
+            pr.producer_id,
+            pr.producer_epoch,
+            ProducerBatch {
+                first_sequence: pr.first_sequence,
+                last_sequence: pr.last_sequence,
+                last_offset: pr.last_offset,
+                timestamp: pr.last_timestamp,
+            },
+        );
+    }
 }
 
 /// The runs (object seq, stream) of `objects` that another run of the same stream
